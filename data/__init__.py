@@ -1,0 +1,1 @@
+"""Data collection, labeling, validation and preparation: arrays and frames in, arrays out."""

@@ -1,0 +1,1 @@
+"""Keras models: build from the plan, train, evaluate, gate, register, export."""

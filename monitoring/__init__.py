@@ -1,0 +1,1 @@
+"""Drift on logged traffic: features, detection, policy, alerts."""

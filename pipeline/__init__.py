@@ -1,0 +1,1 @@
+"""Orchestration and the `lifecycle` CLI: no ML logic lives here."""

@@ -1,0 +1,1 @@
+"""The FastAPI prediction service that follows the registry."""
