@@ -194,21 +194,25 @@ class LayerSpec(Section):
             if name != "type" and name not in allowed and getattr(self, name) is not None
         ]
         if extra:
-            raise ValueError(
-                f"{', '.join(extra)}: not taken by a {self.type} layer (it takes: {', '.join(allowed) or 'nothing'})"
-            )
+            takes = ", ".join(allowed) or "nothing"
+            raise ValueError(f"{', '.join(extra)}: not taken by a {self.type} layer (it takes: {takes})")
         return self
 
 
 class ModelSection(Section):
-    # Either a Sequential stack, or a Python builder `module:function` (plan, input_shape, num_classes) -> Model.
+    # Either a Sequential stack, or a Python builder `module:function`
+    # (plan, input_shape, num_classes) -> Model.
     layers: list[LayerSpec] = []
     builder: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
     @model_validator(mode="after")
     def _one_kind(self) -> ModelSection:
         if bool(self.layers) == bool(self.builder):
-            raise ValueError("give exactly one of layers (a Sequential stack) or builder (module:function)")
+            found = "both" if self.layers else "neither"
+            raise ValueError(
+                "expected exactly one of layers (a Sequential stack) or builder (module:function), "
+                f"got {found}"
+            )
         return self
 
 
@@ -381,9 +385,11 @@ class Plan(Section):
         regression = self.data.task == "regression"
         if regression != (self.train.loss == "mse"):
             raise ValueError(f"train.loss: {self.train.loss!r} does not fit data.task {self.data.task!r}")
-        if self.data.classes is not None and self.train.loss == "binary_crossentropy" and len(
-            self.data.classes
-        ) != 2:
+        if (
+            self.data.classes is not None
+            and self.train.loss == "binary_crossentropy"
+            and len(self.data.classes) != 2
+        ):
             raise ValueError(
                 f"train.loss: binary_crossentropy needs 2 classes, data.classes has {len(self.data.classes)}"
             )
@@ -405,7 +411,11 @@ def _describe(error: dict[str, Any]) -> str:
         return f"{location}: required field is missing"
     message = error["msg"]
     message = message.removeprefix("Value error, ")
-    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+    bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+    if kind in bounds:
+        limit = next(iter(error.get("ctx", {}).values()), None)
+        if isinstance(limit, int | float):
+            message = f"must be {bounds[kind]} {limit:g}"
         message = message.replace("Input should be", "must be")
     elif kind.startswith("literal_error") or kind.endswith("_type") or kind.endswith("_parsing"):
         message = message.replace("Input should be", "expected")
@@ -420,6 +430,8 @@ def parse_plan(raw: Any, path: str | Path = "plan.yaml") -> Plan:
     Raises:
         PlanError: one line per broken field, each naming the file and the field path.
     """
+    if raw is None:
+        raise PlanError(path, ["expected a mapping of sections at the top level, got an empty file"])
     if not isinstance(raw, dict):
         raise PlanError(path, [f"expected a mapping of sections at the top level, got {type(raw).__name__}"])
     try:
@@ -448,5 +460,8 @@ def load_plan(path: str | Path = "plan.yaml") -> Plan:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise PlanError(path, [f"not valid YAML: {error}"]) from None
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise PlanError(path, [f"not valid YAML{where}: {problem}"]) from None
     return parse_plan(raw, path)
