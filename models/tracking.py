@@ -1,0 +1,369 @@
+"""Everything MLflow for a training run: params, per-epoch metrics, artifacts, the model, lineage, a version.
+
+The tracking and registry URIs come from the environment (``Settings.apply_environment``); nothing here
+reads settings or sets URIs. ``log_training_run`` is the one entry point the stage calls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import yaml
+
+from data.dataset import DatasetMeta
+from pipeline.plan import Plan
+
+from .train import TrainResult
+
+MODEL_ARTIFACT = "model"  # mlflow.keras.log_model(name=...)
+KERAS_FILE_IN_MODEL = "data/model.keras"  # where the keras flavor puts the native file
+DATASET_META_ARTIFACT = "dataset_meta.json"
+LIBRARIES = ("tensorflow", "keras", "mlflow", "numpy")
+_PARAMS_PER_BATCH = 100  # MLflow's limit per log_batch call
+_METRICS_PER_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class TrainedVersion:
+    """A logged run and the registered model version it produced."""
+
+    run_id: str
+    model_name: str
+    version: str
+    model_uri: str  # models:/<name>/<version>
+    sha256: str  # of the native .keras file stored in the registry
+    model_path: Path | None = None  # local copy of that file, when asked for
+
+
+def log_training_run(
+    plan: Plan,
+    result: TrainResult,
+    meta: DatasetMeta,
+    *,
+    plan_path: Path,
+    root: Path,
+    input_example: np.ndarray,
+    artifact_location: str | None = None,
+    model_dst: Path | None = None,
+) -> TrainedVersion:
+    """Log a finished training run to MLflow and register its model as a new version.
+
+    Args:
+        plan: the plan the model was trained from.
+        result: what ``train_model`` returned (the model and its history).
+        meta: the prepared dataset's meta, logged as ``dataset_meta.json``.
+        plan_path: the plan file, logged as an artifact.
+        root: the project root: git and ``dvc.lock`` are read from here.
+        input_example: a few raw input rows, stored with the model (and used for its signature).
+        artifact_location: artifact root URI for a new experiment (e.g. ``Settings.resolved_artifacts_dir``
+            as a ``file://`` URI); ignored when the experiment exists.
+        model_dst: where to copy the registered ``.keras`` file (byte-identical, same sha256).
+
+    Returns:
+        The run id, the version of ``plan.deploy.model_name`` and the model file's sha256.
+    """
+    import mlflow
+    from mlflow.entities import Metric, Param
+    from mlflow.models import infer_signature
+
+    client = mlflow.MlflowClient()
+    experiment_id = ensure_experiment(plan.project.name, artifact_location)
+    lineage = lineage_tags(plan, root, result.accelerator)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{plan.deploy.model_name}") as run:
+        run_id = run.info.run_id
+        params = [Param(key, value) for key, value in flatten_params(plan.model_dump(mode="json")).items()]
+        for start in range(0, len(params), _PARAMS_PER_BATCH):
+            client.log_batch(run_id, params=params[start : start + _PARAMS_PER_BATCH])
+        metrics = epoch_metrics(result.history, timestamp_ms=int(time.time() * 1000))
+        metrics += [
+            Metric(key, value, int(time.time() * 1000), 0) for key, value in final_metrics(result).items()
+        ]
+        for start in range(0, len(metrics), _METRICS_PER_BATCH):  # one call unless > 1000 numbers
+            client.log_batch(run_id, metrics=metrics[start : start + _METRICS_PER_BATCH])
+        mlflow.set_tags({**lineage, "stopped_by": result.stopped_by, "model_name": plan.deploy.model_name})
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            _write_run_artifacts(folder, plan_path, result, meta)
+            mlflow.log_artifacts(str(folder))
+        example = np.asarray(input_example, dtype="float32")
+        signature = infer_signature(example, keras.ops.convert_to_numpy(result.model(example)))
+        # = mlflow.keras.log_model(...), via a flavor whose save_model works with an input example.
+        info = mlflow.models.Model.log(
+            artifact_path=None,
+            name=MODEL_ARTIFACT,
+            flavor=_KerasFlavor,
+            model=result.model,
+            signature=signature,
+            input_example=example,
+            save_exported_model=False,  # the native .keras file
+            pip_requirements=_pip_requirements(),  # skips MLflow's slow requirement inference
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            stored = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"{_model_root(info)}/{KERAS_FILE_IN_MODEL}",
+                    dst_path=tmp,
+                )
+            )
+            sha256 = file_sha256(stored)
+            if model_dst is not None:
+                model_dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(stored, model_dst)
+        mlflow.set_tag("model_sha256", sha256)
+        version_tags = {
+            "model_sha256": sha256,
+            "run_id": run_id,
+            "plan_hash": lineage["plan_hash"],
+            "git_commit": lineage["git_commit"],
+            "git_dirty": lineage["git_dirty"],
+            "data_md5": lineage["data_md5"],
+            "accelerator": result.accelerator,
+        }
+        registered = mlflow.register_model(info.model_uri, plan.deploy.model_name, tags=version_tags)
+    return TrainedVersion(
+        run_id=run_id,
+        model_name=plan.deploy.model_name,
+        version=str(registered.version),
+        model_uri=f"models:/{plan.deploy.model_name}/{registered.version}",
+        sha256=sha256,
+        model_path=model_dst,
+    )
+
+
+def ensure_experiment(name: str, artifact_location: str | None = None) -> str:
+    """The id of experiment ``name``, created (with ``artifact_location``) when missing.
+
+    Args:
+        name: the experiment name (the plan's project name).
+        artifact_location: artifact root URI for a new experiment; None for MLflow's default.
+
+    Returns:
+        The experiment id.
+    """
+    import mlflow
+
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return mlflow.create_experiment(name, artifact_location=artifact_location)
+
+
+def flatten_params(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested plan values as flat dot keys: ``{"train.optimizer.name": "adam", "model.layers.0.type": ...}``.
+
+    Args:
+        tree: a nested mapping (lists are indexed, None values dropped).
+        prefix: key prefix, for recursion.
+
+    Returns:
+        Flat string params.
+    """
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_params(value, f"{name}."))
+        elif isinstance(value, list) and value and all(isinstance(item, Mapping) for item in value):
+            for index, item in enumerate(value):
+                flat.update(flatten_params(item, f"{name}.{index}."))
+        elif value is not None:
+            flat[name] = json.dumps(value) if isinstance(value, list | tuple) else str(value)
+    return flat
+
+
+def epoch_metrics(history: Mapping[str, list[float]], timestamp_ms: int) -> list[Any]:
+    """One MLflow Metric per (name, epoch); steps are epoch numbers from 1."""
+    from mlflow.entities import Metric
+
+    return [
+        Metric(key=name, value=float(value), timestamp=timestamp_ms, step=epoch)
+        for name, values in history.items()
+        for epoch, value in enumerate(values, start=1)
+    ]
+
+
+def final_metrics(result: TrainResult) -> dict[str, float]:
+    """The run's summary numbers: the best model's train/val metrics, epochs, time and throughput."""
+    summary = dict(result.final_metrics)
+    summary.update(
+        epochs_run=float(result.epochs_run),
+        train_seconds=result.seconds,
+        samples_per_second=result.samples_per_second,
+    )
+    if result.best_epoch is not None:
+        summary["best_epoch"] = float(result.best_epoch)
+    return summary
+
+
+def lineage_tags(plan: Plan, root: Path, accelerator: str) -> dict[str, str]:
+    """Where a model came from: code, data, plan, hardware and library versions.
+
+    Args:
+        plan: the plan (its digest is the plan hash).
+        root: project root with ``.git`` and ``dvc.lock``.
+        accelerator: the accelerator label the training used.
+
+    Returns:
+        String tags: git_commit, git_dirty, data_md5 (JSON path -> md5), plan_hash, accelerator,
+        version.<library>.
+    """
+    commit, dirty = git_state(root)
+    tags = {
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "data_md5": json.dumps(dvc_data_hashes(root / "dvc.lock"), sort_keys=True),
+        "plan_hash": plan.digest(),
+        "accelerator": accelerator,
+    }
+    tags.update({f"version.{name}": _version(name) for name in LIBRARIES})
+    return tags
+
+
+def git_state(root: Path) -> tuple[str, str]:
+    """(commit, dirty) of the git checkout at ``root``; ("unknown", "unknown") outside git."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=30
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root, capture_output=True, text=True, check=True, timeout=30,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", "unknown"
+    return commit, "true" if status.strip() else "false"
+
+
+def dvc_data_hashes(lock_path: Path) -> dict[str, str]:
+    """The md5 of every data output (``data/...``) recorded in ``dvc.lock``; {} when there is none.
+
+    Args:
+        lock_path: the ``dvc.lock`` file.
+
+    Returns:
+        ``{out path: md5}`` for outs under ``data/``, from every stage.
+    """
+    if not lock_path.is_file():
+        return {}
+    lock = yaml.safe_load(lock_path.read_text()) or {}
+    hashes: dict[str, str] = {}
+    for stage in (lock.get("stages") or {}).values():
+        for out in stage.get("outs") or []:
+            path, md5 = str(out.get("path", "")), out.get("md5")
+            if path.startswith("data/") and md5:
+                hashes[path] = str(md5)
+    return hashes
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def history_rows(history: Mapping[str, list[float]]) -> list[dict[str, float]]:
+    """The history as one row per epoch (``epoch`` from 1), for CSV and DVC plots."""
+    names = sorted(history)
+    epochs = max((len(values) for values in history.values()), default=0)
+    return [
+        {"epoch": epoch + 1, **{name: history[name][epoch] for name in names if epoch < len(history[name])}}
+        for epoch in range(epochs)
+    ]
+
+
+def plot_learning_curves(history: Mapping[str, list[float]], path: Path) -> Path:
+    """A PNG with one panel per metric (train and val lines), written with matplotlib's Agg backend."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = [name for name in history if not name.startswith("val_") and name != "learning_rate"]
+    figure = Figure(figsize=(5 * max(len(names), 1), 4))
+    FigureCanvasAgg(figure)
+    for index, name in enumerate(names, start=1):
+        axes = figure.add_subplot(1, len(names), index)
+        for key in (name, f"val_{name}"):
+            if key in history:
+                axes.plot(range(1, len(history[key]) + 1), history[key], label=key)
+        axes.set_xlabel("epoch")
+        axes.set_title(name)
+        axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    return path
+
+
+def model_summary(model: keras.Model) -> str:
+    """The Keras summary table as plain text."""
+    lines: list[str] = []
+    model.summary(print_fn=lambda line, line_break=True: lines.append(line))
+    return "\n".join(lines) + "\n"
+
+
+def _write_run_artifacts(folder: Path, plan_path: Path, result: TrainResult, meta: DatasetMeta) -> None:
+    (folder / "model_summary.txt").write_text(model_summary(result.model))
+    plot_learning_curves(result.history, folder / "learning_curves.png")
+    shutil.copyfile(plan_path, folder / Path(plan_path).name)
+    (folder / DATASET_META_ARTIFACT).write_text(meta.to_json() + "\n")
+    buffer = io.StringIO()
+    rows = history_rows(result.history)
+    if rows:
+        buffer.write(",".join(rows[0]) + "\n")
+        buffer.writelines(",".join(str(row.get(key, "")) for key in rows[0]) + "\n" for row in rows)
+    (folder / "history.csv").write_text(buffer.getvalue())
+
+
+class _KerasFlavor:
+    """``mlflow.keras`` with one fix: mlflow 3.17.2's ``mlflow.keras.save_model`` writes the input example
+    before it creates the model folder, so ``mlflow.keras.log_model(..., input_example=...)`` fails with
+    FileNotFoundError (mlflow/mlflow#16183, open). Creating the folder first is the whole fix; the saved
+    model (MLmodel with the keras flavor, data/model.keras, signature, example) is what log_model makes."""
+
+    __name__ = "mlflow.keras"
+
+    @staticmethod
+    def save_model(path: str, **kwargs: Any) -> None:
+        import mlflow.keras
+
+        Path(path).mkdir(parents=True, exist_ok=True)
+        mlflow.keras.save_model(path=path, **kwargs)
+
+
+def _model_root(info: Any) -> str:
+    """The artifact URI of a logged model's files (MLflow 3 keeps them outside the run's artifacts)."""
+    import mlflow
+
+    return mlflow.MlflowClient().get_logged_model(info.model_id).artifact_location
+
+
+def _pip_requirements() -> list[str]:
+    names: Iterable[str] = ("tensorflow-cpu", "tensorflow", "keras", "mlflow", "numpy")
+    pins = []
+    for name in names:
+        try:
+            pins.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return pins
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "absent" if name != "tensorflow" else _version("tensorflow-cpu")
