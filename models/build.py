@@ -166,6 +166,7 @@ def _from_layers(
     if scale is not None:
         stack.add(scale)
     mixed = keras.mixed_precision.global_policy().name.startswith("mixed")
+    shape: tuple[int | None, ...] = (None, *input_shape)
     for index in range(start, len(specs)):
         spec = specs[index]
         if spec.type == "Input":
@@ -174,10 +175,11 @@ def _from_layers(
         try:
             # Under mixed precision the output stays float32, so softmax/loss are numerically safe.
             stack.add(_layer(spec, dtype="float32" if last and mixed else None))
+            shape = stack.output_shape
         except Exception as error:  # Keras raises ValueError/TypeError with its own wording
             raise ModelBuildError(
                 f"model.layers[{index}] ({spec.type}): can't follow output shape "
-                f"{stack.output_shape}: {error}"
+                f"{shape}: {error}"
             ) from error
     return stack
 
