@@ -1,0 +1,297 @@
+"""The model registry: resolve a version by alias (hash-verified), move aliases, keep a promotion ledger.
+
+Aliases only (no deprecated stages). ``champion`` (plan.deploy.alias) is what serving follows; a candidate
+that passed the gate gets ``challenger`` (plan.deploy.challenger_alias). Every alias move goes through
+``move_alias``, which appends one entry to the promotion ledger kept in the registry itself: one
+registered-model tag per entry, ``ledger.000001``, ``ledger.000002``, ... (MLflow 3.17.2 stores a
+registered-model tag value in a ``String(5000)`` column, so one growing JSON list would hit the limit; one
+small JSON object per tag never does). The ledger lives in the MLflow DB, so it survives restarts.
+
+The tracking/registry URIs come from the environment (``Settings.apply_environment``); ``client=None``
+means ``mlflow.MlflowClient()`` against them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from data.dataset import DatasetMeta
+
+# Must match models.tracking (checked by a test); not imported from there to keep this module light.
+KERAS_FILE_IN_MODEL = "data/model.keras"
+DATASET_META_ARTIFACT = "dataset_meta.json"
+SHA256_TAG = "model_sha256"
+LEDGER_PREFIX = "ledger."
+GATE_PASSED_TAG = "gate.passed"
+GATE_REPORT_TAG = "gate.report"
+
+
+class RegistryError(RuntimeError):
+    """A registry operation that can't be done; the message says why."""
+
+
+class ModelNotFoundError(RegistryError, LookupError):
+    """No such registered model, version or alias."""
+
+
+class ModelIntegrityError(RegistryError):
+    """The downloaded model file does not hash to the sha256 recorded on its version."""
+
+
+class PromotionRefusedError(RegistryError):
+    """A promotion without a passing verdict (or a forced one without a reason)."""
+
+
+class VerdictLike(Protocol):
+    passed: bool
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A registered version, downloaded and verified: everything serving needs to load it."""
+
+    name: str
+    version: str
+    run_id: str
+    alias: str | None
+    model_path: Path  # local, hash-verified .keras file
+    sha256: str
+    meta: DatasetMeta
+    input_example: np.ndarray
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One alias move. ``version`` None means the alias was removed."""
+
+    index: int
+    time: str  # ISO 8601, UTC
+    alias: str
+    version: str | None
+    previous_version: str | None
+    action: str  # "promote", "challenger", "rollback"
+    reason: str
+    report_ref: str | None
+    forced: bool
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def _client(client: Any) -> Any:
+    if client is not None:
+        return client
+    import mlflow
+
+    return mlflow.MlflowClient()
+
+
+def _not_found(error: Exception) -> bool:
+    code = getattr(error, "error_code", "")
+    return code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE") or "not found" in str(error).lower()
+
+
+def alias_version(name: str, alias: str = "champion", *, client: Any = None) -> str | None:
+    """The version an alias points at, or None (no such model or alias). One registry query; for polling.
+
+    Args:
+        name: registered model name.
+        alias: alias name.
+        client: an ``MlflowClient``; None for one on the environment's URIs.
+
+    Returns:
+        The version as a string, or None.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = _client(client).get_registered_model(name)
+    except MlflowException as error:
+        if _not_found(error):
+            return None
+        raise
+    version = model.aliases.get(alias)
+    return None if version is None else str(version)
+
+
+def get_version(client: Any, name: str, version: str) -> Any:
+    """The ``ModelVersion`` ``name``/``version``; raises ModelNotFoundError naming both."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _client(client).get_model_version(name, str(version))
+    except MlflowException as error:
+        if _not_found(error):
+            raise ModelNotFoundError(
+                f"Expected a registered version {name!r} v{version}. Received: none."
+            ) from None
+        raise
+
+
+def resolve_model(
+    name: str,
+    alias: str = "champion",
+    *,
+    version: str | None = None,
+    client: Any = None,
+    dst: Path | None = None,
+) -> ResolvedModel:
+    """Download a registered version's ``.keras`` file, verify its sha256, and gather what goes with it.
+
+    Args:
+        name: registered model name.
+        alias: alias to resolve (ignored when ``version`` is given).
+        version: an explicit version instead of the alias.
+        client: an ``MlflowClient``; None for one on the environment's URIs.
+        dst: directory to download the model into; None for a new temporary directory (kept: the caller
+            owns the file).
+
+    Returns:
+        The resolved model: local verified file, its DatasetMeta, an input example and the run's metrics.
+
+    Raises:
+        ModelNotFoundError: no such model, version or alias.
+        ModelIntegrityError: the file's sha256 differs from the version tag ``model_sha256`` (or it has none).
+    """
+    import mlflow
+    from mlflow.models import Model
+
+    client = _client(client)
+    if version is None:
+        version = alias_version(name, alias, client=client)
+        if version is None:
+            raise ModelNotFoundError(
+                f"Expected model {name!r} to have alias {alias!r}. Received: no such alias."
+            )
+        resolved_alias: str | None = alias
+    else:
+        resolved_alias = None
+    model_version = get_version(client, name, version)
+    run_id = model_version.run_id or model_version.tags.get("run_id", "")
+    expected = model_version.tags.get(SHA256_TAG)
+    dst = Path(dst) if dst is not None else Path(tempfile.mkdtemp(prefix=f"{name}-v{version}-"))
+    dst.mkdir(parents=True, exist_ok=True)
+    source = client.get_model_version_download_uri(name, str(version))
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst)))
+    model_path = local / KERAS_FILE_IN_MODEL
+    if not model_path.is_file():
+        raise ModelIntegrityError(
+            f"Expected {KERAS_FILE_IN_MODEL} in {name} v{version} ({source}). Received: none."
+        )
+    sha256 = file_sha256(model_path)
+    if not expected:
+        raise ModelIntegrityError(f"Expected tag {SHA256_TAG!r} on {name} v{version}. Received: none.")
+    if sha256 != expected:
+        raise ModelIntegrityError(
+            f"{name} v{version}: {model_path} has sha256 {sha256}, expected {expected} "
+            f"(tag {SHA256_TAG}); the stored artifact changed after registration."
+        )
+    meta_file = mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path=DATASET_META_ARTIFACT, dst_path=str(dst)
+    )
+    meta = DatasetMeta.from_json(Path(meta_file).read_text())
+    example = None
+    if (local / "MLmodel").is_file():
+        example = Model.load(str(local / "MLmodel")).load_input_example(str(local))
+    if example is None:
+        example = np.zeros((1, *meta.input_shape), dtype="float32")
+    metrics = dict(client.get_run(run_id).data.metrics) if run_id else {}
+    return ResolvedModel(
+        name=name,
+        version=str(version),
+        run_id=run_id,
+        alias=resolved_alias,
+        model_path=model_path,
+        sha256=sha256,
+        meta=meta,
+        input_example=np.asarray(example, dtype="float32"),
+        metrics={key: float(value) for key, value in metrics.items()},
+    )
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_ledger(name: str, *, client: Any = None) -> list[LedgerEntry]:
+    """Every alias move of a registered model, oldest first.
+
+    Args:
+        name: registered model name.
+        client: an ``MlflowClient``; None for one on the environment's URIs.
+
+    Returns:
+        The ledger entries ([] for a model never moved, or not registered).
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        tags = _client(client).get_registered_model(name).tags
+    except MlflowException as error:
+        if _not_found(error):
+            return []
+        raise
+    entries = [
+        LedgerEntry(**json.loads(value)) for key, value in tags.items() if key.startswith(LEDGER_PREFIX)
+    ]
+    return sorted(entries, key=lambda entry: entry.index)
+
+
+def move_alias(
+    name: str,
+    alias: str,
+    version: str,
+    *,
+    action: str,
+    reason: str,
+    report_ref: str | None = None,
+    forced: bool = False,
+    client: Any = None,
+) -> LedgerEntry:
+    """Point ``alias`` at ``version`` and append the move to the ledger. The one place aliases move.
+
+    Args:
+        name: registered model name.
+        alias: the alias to move.
+        version: the version it should point at (must exist).
+        action: what the move is ("promote", "challenger", "rollback").
+        reason: why, in words (kept in the ledger).
+        report_ref: where the gate verdict behind the move is (file path or MLflow URI), if any.
+        forced: the move skipped the gate.
+        client: an ``MlflowClient``; None for one on the environment's URIs.
+
+    Returns:
+        The ledger entry written.
+    """
+    client = _client(client)
+    get_version(client, name, version)
+    previous = alias_version(name, alias, client=client)
+    client.set_registered_model_alias(name, alias, str(version))
+    index = max((entry.index for entry in read_ledger(name, client=client)), default=0) + 1
+    entry = LedgerEntry(
+        index=index,
+        time=datetime.now(UTC).isoformat(timespec="seconds"),
+        alias=alias,
+        version=str(version),
+        previous_version=previous,
+        action=action,
+        reason=reason,
+        report_ref=report_ref,
+        forced=forced,
+    )
+    client.set_registered_model_tag(name, f"{LEDGER_PREFIX}{index:06d}", entry.to_json())
+    return entry
