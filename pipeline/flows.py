@@ -1,0 +1,207 @@
+"""Prefect flows: the lifecycle as tasks around DVC stages and plain functions.
+
+The flow reads like the lifecycle: load the plan once, check it is viable, then run each phase. Each DVC
+stage is one task, ``dvc repro --single-item <stage>`` in a subprocess, so DVC decides what is up to date
+and records it in dvc.lock. Runs in Prefect's ephemeral mode unless ``LIFECYCLE_PREFECT_API_URL`` is set.
+Call ``Settings().apply_environment()`` before importing this module (it imports Prefect).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from pipeline.outputs import OutputFile, describe_outputs, stage_outs
+from pipeline.plan import Plan, load_plan
+from pipeline.settings import Settings
+from pipeline.viability import ViabilityReport, check_viability
+
+# Progress for people, on a plain logger: the CLI shows it; Prefect's own logs stay quiet.
+log = logging.getLogger("lifecycle")
+
+DATA_STAGES = ("collect", "label", "prepare")
+DVC_PARAMS_FILE = "plan.yaml"
+# DVC says these when another process holds the repository lock: worth a retry, unlike a failing stage.
+_TRANSIENT = re.compile(
+    r"Unable to acquire lock|lock.*(is|are) (busy|held)|Resource temporarily unavailable", re.I
+)
+_TAIL_LINES = 25
+
+
+class StageError(RuntimeError):
+    """A DVC stage failed; the message ends with the tail of its output (the stage's own error)."""
+
+    def __init__(self, stage: str, returncode: int, tail: str):
+        self.stage = stage
+        self.returncode = returncode
+        self.tail = tail
+        super().__init__(f"stage {stage!r} failed (dvc exited with {returncode}):\n{tail}")
+
+
+class TransientStageError(StageError):
+    """The stage could not start because the DVC repository was busy; retried."""
+
+
+class NotViableError(RuntimeError):
+    """The plan failed its viability checks; nothing was run."""
+
+    def __init__(self, plan_path: Path, report: ViabilityReport):
+        self.report = report
+        failed = "\n".join(f"  {check.name}: {check.detail}" for check in report.failures)
+        super().__init__(f"{plan_path}: the plan is not viable:\n{failed}")
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """One DVC stage: whether it ran or DVC skipped it as up to date, how long it took, and its outs."""
+
+    stage: str
+    ran: bool
+    seconds: float
+    outputs: list[OutputFile] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LifecycleSummary:
+    """What one lifecycle run did and produced."""
+
+    plan_path: Path
+    plan_digest: str
+    viability: ViabilityReport
+    stages: list[StageResult]
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)  # later phases add their results here
+
+    @property
+    def outputs(self) -> list[OutputFile]:
+        return [output for stage in self.stages for output in stage.outputs]
+
+
+def _retry_when_transient(task: Any, task_run: Any, state: Any) -> bool:
+    # Prefect hands the failure as a Failed state whose data is the exception.
+    return isinstance(getattr(state, "data", None), TransientStageError)
+
+
+def dvc_environment(root: Path) -> dict[str, str]:
+    """The environment a stage runs in: this interpreter's bin folder first on PATH, so `python` is ours."""
+    environment = dict(os.environ)
+    bin_dir = str(Path(sys.executable).parent)
+    environment["PATH"] = os.pathsep.join([bin_dir, environment.get("PATH", "")])
+    environment.setdefault("DVC_NO_ANALYTICS", "1")
+    return environment
+
+
+@task(
+    name="dvc-stage",
+    task_run_name="{stage}",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=_retry_when_transient,
+    cache_policy=NO_CACHE,  # DVC decides what is up to date, from dvc.lock
+)
+def run_dvc_stage(stage: str, root: Path) -> StageResult:
+    """Run one DVC stage with ``dvc repro --single-item``; DVC skips it when nothing it reads changed.
+
+    Args:
+        stage: the stage's name in dvc.yaml.
+        root: the project root (where dvc.yaml is).
+
+    Returns:
+        Whether it ran or was skipped, its duration, and the files it produced.
+
+    Raises:
+        StageError: the stage failed; the message carries the tail of its output.
+        TransientStageError: the DVC repository was locked by another process (retried).
+    """
+    log.info("%s: starting", stage)
+    started = time.perf_counter()
+    completed = subprocess.run(
+        [sys.executable, "-m", "dvc", "repro", "--single-item", stage],
+        cwd=root,
+        env=dvc_environment(root),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,  # one stream, in order: the stage's own error sits next to DVC's
+        text=True,
+        check=False,
+    )
+    seconds = time.perf_counter() - started
+    if completed.returncode != 0:
+        tail = "\n".join(completed.stdout.strip().splitlines()[-_TAIL_LINES:])
+        error = TransientStageError if _TRANSIENT.search(completed.stdout) else StageError
+        log.error("%s: failed after %.1f s", stage, seconds)
+        raise error(stage, completed.returncode, tail)
+    ran = f"Stage '{stage}' didn't change, skipping" not in completed.stdout
+    outputs = describe_outputs(root, stage_outs(root, stage))
+    log.info("%s: %s in %.1f s", stage, "ran" if ran else "up to date, skipped", seconds)
+    return StageResult(stage=stage, ran=ran, seconds=seconds, outputs=outputs)
+
+
+@task(name="check-viability", cache_policy=NO_CACHE)
+def check_plan(plan: Plan, plan_path: Path, settings: Settings) -> ViabilityReport:
+    """Run the viability checks; fail the run with the failed checks when the plan is not viable."""
+    report = check_viability(plan, settings)
+    for check in report.checks:
+        log.info("viability: [%s] %s: %s", check.status, check.name, check.detail)
+    if not report.viable:
+        raise NotViableError(plan_path, report)
+    return report
+
+
+def resolve_plan_path(plan_path: str | Path, settings: Settings) -> Path:
+    """The plan's absolute path; relative paths are taken from the project root.
+
+    Raises:
+        ValueError: the plan is not the project's DVC params file, which the DVC stages read.
+    """
+    path = Path(plan_path)
+    path = (path if path.is_absolute() else settings.root / path).resolve()
+    params_file = (settings.root / DVC_PARAMS_FILE).resolve()
+    if path != params_file:
+        raise ValueError(
+            f"{plan_path}: the DVC stages read their parameters from {params_file} (dvc.yaml params); "
+            f"expected that plan, got {path}. Copy your plan there or set LIFECYCLE_ROOT to its project."
+        )
+    return path
+
+
+@flow(name="lifecycle", log_prints=False)
+def lifecycle(plan_path: str = "plan.yaml") -> LifecycleSummary:
+    """The lifecycle on one plan: viability, then the data stages (and, as they land, the later phases).
+
+    Args:
+        plan_path: the plan, relative to the project root (``LIFECYCLE_ROOT``, default the working folder).
+
+    Returns:
+        What each stage did and the files it produced.
+    """
+    started = time.perf_counter()
+    settings = Settings()
+    path = resolve_plan_path(plan_path, settings)
+    plan = load_plan(path)
+    log.info("plan %s (%s), project %s", path, plan.digest(), settings.root)
+    report = check_plan(plan, path, settings)
+
+    # --- data: collect, label, prepare (issue 2) ---
+    stages = [run_dvc_stage(stage, settings.root) for stage in DATA_STAGES]
+
+    # --- training, testing and registry (issue 3) ---
+
+    # --- deployment (issue 4) ---
+
+    return LifecycleSummary(
+        plan_path=path,
+        plan_digest=plan.digest(),
+        viability=report,
+        stages=stages,
+        seconds=time.perf_counter() - started,
+    )
