@@ -295,3 +295,120 @@ def move_alias(
     )
     client.set_registered_model_tag(name, f"{LEDGER_PREFIX}{index:06d}", entry.to_json())
     return entry
+
+
+def promote(
+    client: Any,
+    name: str,
+    version: str,
+    verdict: VerdictLike | None,
+    *,
+    reason: str,
+    force: bool = False,
+    report_ref: str | None = None,
+    alias: str = "champion",
+) -> LedgerEntry:
+    """Move ``alias`` (the champion) to ``version``: only with a passing verdict, or forced with a reason.
+
+    Args:
+        client: an ``MlflowClient``; None for one on the environment's URIs.
+        name: registered model name.
+        version: the version to promote.
+        verdict: the gate's verdict on that version (``.passed``); None when there is none.
+        reason: why (required, non-empty, when forced).
+        force: promote without a passing verdict (recorded as forced in the ledger).
+        report_ref: where the verdict is (``runs:/<run>/gate/gate.json`` or a file path).
+        alias: the champion alias (plan.deploy.alias).
+
+    Returns:
+        The ledger entry of the move.
+
+    Raises:
+        PromotionRefusedError: no passing verdict and not forced, forced without a reason, or the verdict
+            is about another version.
+        ModelNotFoundError: no such version.
+    """
+    if force and not reason.strip():
+        raise PromotionRefusedError(
+            f"{name} v{version}: a forced promotion needs a reason (--reason TEXT). "
+            "Received: an empty reason."
+        )
+    judged = getattr(verdict, "candidate_version", None)
+    if verdict is not None and judged is not None and str(judged) != str(version):
+        raise PromotionRefusedError(f"Expected a verdict on {name} v{version}. Received one on v{judged}.")
+    if not force:
+        if verdict is None:
+            raise PromotionRefusedError(
+                f"{name} v{version}: promotion needs a passing gate verdict. Received: none."
+            )
+        if not verdict.passed:
+            raise PromotionRefusedError(
+                f"{name} v{version}: the gate failed ({report_ref or 'see its report'}); "
+                f"{alias!r} was not moved."
+            )
+    return move_alias(
+        name, alias, version, action="promote", reason=reason or "gate passed",
+        report_ref=report_ref, forced=force, client=client,
+    )  # fmt: skip
+
+
+def mark_challenger(
+    client: Any,
+    name: str,
+    version: str,
+    verdict: VerdictLike,
+    *,
+    report_ref: str | None,
+    alias: str = "challenger",
+) -> LedgerEntry:
+    """Give a candidate that passed the gate the challenger alias.
+
+    Raises:
+        PromotionRefusedError: the verdict did not pass.
+    """
+    if not verdict.passed:
+        raise PromotionRefusedError(
+            f"{name} v{version}: only a candidate that passed the gate becomes {alias!r}."
+        )
+    return move_alias(
+        name,
+        alias,
+        version,
+        action="challenger",
+        reason="passed the gate",
+        report_ref=report_ref,
+        client=client,
+    )
+
+
+def champion_history(ledger: list[LedgerEntry], alias: str = "champion") -> list[str]:
+    """The champion versions still standing, oldest first: each promotion pushes, each rollback pops."""
+    stack: list[str] = []
+    for entry in ledger:
+        if entry.alias != alias or entry.version is None:
+            continue
+        if entry.action == "rollback":
+            if stack:
+                stack.pop()
+            if not stack or stack[-1] != entry.version:
+                stack.append(entry.version)
+        else:
+            stack.append(entry.version)
+    return stack
+
+
+def rollback(client: Any, name: str, *, reason: str = "rollback", alias: str = "champion") -> LedgerEntry:
+    """Move the champion back to the version it replaced, per the ledger, and record that.
+
+    Repeated rollbacks walk further back: a rolled-back version leaves the history.
+
+    Raises:
+        RegistryError: the ledger holds no earlier champion.
+    """
+    stack = champion_history(read_ledger(name, client=client), alias)
+    if len(stack) < 2:
+        raise RegistryError(
+            f"{name}: expected an earlier {alias!r} in the promotion ledger to roll back to. "
+            f"Received: {len(stack)} standing promotion(s)."
+        )
+    return move_alias(name, alias, stack[-2], action="rollback", reason=reason, client=client)

@@ -1,0 +1,259 @@
+"""The shell around the gate and the registry: evaluate a version, judge it, report, move aliases.
+
+The CLI (``lifecycle promote``) and the lifecycle flow both call these. The decisions stay in pure code
+(``gate.judge``, ``registry.promote``); this module downloads, runs the models, writes reports and logs.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from data.dataset import Dataset
+from pipeline.plan import Plan
+
+from . import registry
+from .evaluate import evaluate_model, predict_outputs
+from .gate import Verdict, judge, render_markdown
+
+CURVES = ("loss", "val_loss", "accuracy", "val_accuracy")
+
+
+class GateError(RuntimeError):
+    """The gate could not be run (e.g. the champion can't take this test split); nothing was moved."""
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    verdict: Verdict
+    metrics: dict[str, Any]
+    report_ref: str  # runs:/<run_id>/gate/gate.json
+    files: dict[str, Path]
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    version: str
+    moved: bool
+    gate: GateOutcome | None
+    entries: list[registry.LedgerEntry]
+
+
+def _client(client: Any) -> Any:
+    import mlflow
+
+    return client if client is not None else mlflow.MlflowClient()
+
+
+def run_history(client: Any, run_id: str) -> tuple[dict[str, list[float]], int | None]:
+    """The run's per-epoch curves (``loss``, ``val_loss``, ``accuracy``, ``val_accuracy``) and best epoch."""
+    run = client.get_run(run_id)
+    history = {}
+    for key in CURVES:
+        if key in run.data.metrics:
+            points = sorted(client.get_metric_history(run_id, key), key=lambda metric: metric.step)
+            history[key] = [metric.value for metric in points]
+    best = run.data.metrics.get("best_epoch")
+    return history, int(best) if best else None
+
+
+def write_verdict(verdict: Verdict, reports_dir: Path) -> dict[str, Path]:
+    """Write ``gate.json`` and the readable ``gate.md`` into ``reports_dir``."""
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    files = {"json": reports_dir / "gate.json", "markdown": reports_dir / "gate.md"}
+    files["json"].write_text(verdict.to_json() + "\n")
+    files["markdown"].write_text(render_markdown(verdict))
+    return files
+
+
+def log_verdict(
+    client: Any, name: str, version: str, run_id: str, verdict: Verdict, metrics: dict[str, Any], files: dict
+) -> str:
+    """Log the test metrics and the verdict to the candidate's run and tag its version; returns the report
+    reference ``runs:/<run_id>/gate/gate.json``."""
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    numbers = {f"test_{k}": float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+    numbers["gate_passed"] = float(verdict.passed)
+    numbers.update({f"gate_{c.name}": c.value for c in verdict.checks if c.value is not None})
+    client.log_batch(run_id, metrics=[Metric(key, value, now, 0) for key, value in numbers.items()])
+    for path in files.values():
+        client.log_artifact(run_id, str(path), "gate")
+    passed = "true" if verdict.passed else "false"
+    client.set_tag(run_id, registry.GATE_PASSED_TAG, passed)
+    report_ref = f"runs:/{run_id}/gate/gate.json"
+    client.set_model_version_tag(name, version, registry.GATE_PASSED_TAG, passed)
+    client.set_model_version_tag(name, version, registry.GATE_REPORT_TAG, report_ref)
+    return report_ref
+
+
+def gate_version(
+    plan: Plan,
+    version: str,
+    test: Dataset,
+    *,
+    reports_dir: Path,
+    client: Any = None,
+    evaluation: tuple[dict[str, Any], np.ndarray] | None = None,
+) -> GateOutcome:
+    """Test a registered version on the test split against the plan and the champion, and record it.
+
+    Args:
+        plan: the plan (success thresholds, model name, aliases).
+        version: the candidate version.
+        test: the test split; the champion is run on the same rows.
+        reports_dir: where ``gate.json`` / ``gate.md`` go.
+        client: an ``MlflowClient``; None for one on the environment's URIs.
+        evaluation: the candidate's ``(metrics, outputs)`` on ``test`` when the evaluate stage already
+            measured them; None to download and evaluate the version here.
+
+    Returns:
+        The verdict, the candidate's metrics, the report reference and the files written.
+    """
+    import keras
+
+    client = _client(client)
+    name = plan.deploy.model_name
+    model_version = registry.get_version(client, name, version)
+    num_classes = len(test.meta.classes) if test.meta.task == "classification" else 0
+    with tempfile.TemporaryDirectory() as tmp:
+        if evaluation is None:
+            candidate = registry.resolve_model(
+                name, version=version, client=client, dst=Path(tmp) / "candidate"
+            )
+            evaluation = evaluate_model(
+                keras.saving.load_model(candidate.model_path), test, candidate.model_path
+            )
+        metrics, outputs = evaluation
+        champion_version = registry.alias_version(name, plan.deploy.alias, client=client)
+        champion_outputs = None
+        if champion_version == str(version):
+            champion_outputs = outputs
+        elif champion_version is not None:
+            champion = registry.resolve_model(
+                name, version=champion_version, client=client, dst=Path(tmp) / "champion"
+            )
+            try:
+                champion_outputs = predict_outputs(
+                    keras.saving.load_model(champion.model_path), test.features
+                )
+            except Exception as error:  # a champion from another input shape can't be compared
+                raise GateError(
+                    f"{name} v{champion_version} (the champion) could not run on the test split "
+                    f"{test.features.shape}: {error}. Promote with --force and a reason to replace it."
+                ) from error
+    history, best_epoch = run_history(client, model_version.run_id)
+    verdict = judge(
+        metrics, plan.success, y_true=test.labels, candidate_outputs=outputs,
+        champion_outputs=champion_outputs, num_classes=num_classes, history=history, best_epoch=best_epoch,
+        candidate_version=str(version), champion_version=champion_version, seed=plan.train.seed,
+    )  # fmt: skip
+    files = write_verdict(verdict, reports_dir)
+    report_ref = log_verdict(client, name, str(version), model_version.run_id, verdict, metrics, files)
+    return GateOutcome(verdict=verdict, metrics=metrics, report_ref=report_ref, files=files)
+
+
+def promote_version(
+    plan: Plan,
+    version: str,
+    test: Dataset | None,
+    *,
+    reports_dir: Path,
+    client: Any = None,
+    force: bool = False,
+    reason: str = "",
+    evaluation: tuple[dict[str, Any], np.ndarray] | None = None,
+) -> PromotionResult:
+    """Gate a version and, when it passes, make it challenger then champion; or force it with a reason.
+
+    Args:
+        plan: the plan.
+        version: the version to promote.
+        test: the test split (not needed when forced).
+        reports_dir: where the gate's reports go.
+        client: an ``MlflowClient``; None for one on the environment's URIs.
+        force: skip the gate (needs ``reason``).
+        reason: why, recorded in the ledger.
+        evaluation: the candidate's ``(metrics, outputs)`` from the evaluate stage, if at hand.
+
+    Returns:
+        Whether the champion moved, the gate outcome (None when forced) and the ledger entries written.
+
+    Raises:
+        PromotionRefusedError: forced without a reason.
+    """
+    client = _client(client)
+    name = plan.deploy.model_name
+    if force:
+        entry = registry.promote(
+            client, name, version, None, reason=reason, force=True, alias=plan.deploy.alias
+        )
+        return PromotionResult(str(version), True, None, [entry])
+    if test is None:
+        raise ValueError(f"{name} v{version}: expected the test split to gate against. Received: none.")
+    outcome = gate_version(plan, version, test, reports_dir=reports_dir, client=client, evaluation=evaluation)
+    if not outcome.verdict.passed:
+        return PromotionResult(str(version), False, outcome, [])
+    entries = [
+        registry.mark_challenger(
+            client,
+            name,
+            version,
+            outcome.verdict,
+            report_ref=outcome.report_ref,
+            alias=plan.deploy.challenger_alias,
+        )
+    ]
+    if registry.alias_version(name, plan.deploy.alias, client=client) != str(version):
+        entries.append(
+            registry.promote(
+                client,
+                name,
+                version,
+                outcome.verdict,
+                reason=reason or "gate passed",
+                report_ref=outcome.report_ref,
+                alias=plan.deploy.alias,
+            )  # fmt: skip
+        )
+    return PromotionResult(str(version), True, outcome, entries)
+
+
+def registry_status(plan: Plan, *, client: Any = None, tail: int = 10) -> dict[str, Any]:
+    """Where the model stands: champion, challenger, the latest gate verdicts and the ledger's tail.
+
+    Args:
+        plan: the plan (model name and aliases).
+        client: an ``MlflowClient``; None for one on the environment's URIs.
+        tail: how many recent verdicts and ledger entries.
+
+    Returns:
+        ``{"model", "champion", "challenger", "verdicts": [{version, passed, report}], "ledger": [...]}``.
+    """
+    client = _client(client)
+    name = plan.deploy.model_name
+    versions = client.search_model_versions(f"name = '{name}'")  # [] for a model never registered
+    verdicts = [
+        {
+            "version": str(v.version),
+            "passed": v.tags[registry.GATE_PASSED_TAG] == "true",
+            "report": v.tags.get(registry.GATE_REPORT_TAG),
+        }
+        for v in sorted(versions, key=lambda v: int(v.version), reverse=True)
+        if registry.GATE_PASSED_TAG in v.tags
+    ]
+    return {
+        "model": name,
+        "versions": len(versions),
+        "champion": registry.alias_version(name, plan.deploy.alias, client=client),
+        "challenger": registry.alias_version(name, plan.deploy.challenger_alias, client=client),
+        "verdicts": verdicts[:tail],
+        "ledger": [entry.__dict__ for entry in registry.read_ledger(name, client=client)[-tail:]],
+    }
