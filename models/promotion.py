@@ -257,3 +257,16 @@ def registry_status(plan: Plan, *, client: Any = None, tail: int = 10) -> dict[s
         "verdicts": verdicts[:tail],
         "ledger": [entry.__dict__ for entry in registry.read_ledger(name, client=client)[-tail:]],
     }
+
+
+def load_test_split(root: Path) -> Dataset:
+    """The prepared test split under ``root``; a clear error when the data stages have not run."""
+    from data.dataset import PREPARED_DIR
+
+    folder = root / PREPARED_DIR
+    if not (folder / "test.npz").is_file():
+        raise FileNotFoundError(
+            f"Expected the prepared test split at {folder / 'test.npz'}. Received: no such file "
+            "(run `lifecycle run` or `dvc repro prepare` first)."
+        )
+    return Dataset.load(folder, "test")

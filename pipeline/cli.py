@@ -133,6 +133,146 @@ def run_command(
 
 # --- training, testing and registry (issue 3) --------------------------------------------------------------
 
+
+@app.command("ui")
+def ui_command(
+    port: Annotated[int | None, typer.Option(help="Port (default: LIFECYCLE_UI_PORT, 5000).")] = None,
+) -> None:
+    """Start the MLflow UI on 127.0.0.1 over this project's runs and registry; Ctrl-C stops it."""
+    import subprocess
+
+    from models.tracking import ui_server_command
+
+    settings = load_settings_or_exit()
+    settings.apply_environment()
+    settings.resolved_artifacts_dir.mkdir(parents=True, exist_ok=True)
+    port = port or settings.ui_port
+    command = ui_server_command(
+        settings.resolved_tracking_uri,
+        settings.resolved_registry_uri,
+        settings.resolved_artifacts_dir.as_uri(),
+        host="127.0.0.1",
+        port=port,
+    )
+    typer.echo(f"MLflow UI: http://127.0.0.1:{port}  store: {settings.resolved_tracking_uri}  (Ctrl-C stops)")
+    server = subprocess.Popen(command, cwd=settings.root)
+    try:
+        raise typer.Exit(server.wait())
+    except KeyboardInterrupt:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _print_verdict(console, outcome) -> None:  # outcome: models.promotion.GateOutcome
+    from rich.markdown import Markdown
+
+    from models.gate import render_markdown
+
+    console.print(Markdown(render_markdown(outcome.verdict, f"Gate on v{outcome.verdict.candidate_version}")))
+    console.print(f"report: {outcome.files['markdown']}  (MLflow: {outcome.report_ref})")
+
+
+@app.command("promote")
+def promote_command(
+    version: Annotated[str, typer.Argument(help="The registered version to promote.")],
+    force: Annotated[bool, typer.Option("--force", help="Skip the gate (needs --reason).")] = False,
+    reason: Annotated[str, typer.Option("--reason", help="Why; kept in the promotion ledger.")] = "",
+    plan: PlanOption = Path("plan.yaml"),
+) -> None:
+    """Make VERSION the champion through the gate (--force skips it and needs --reason).
+
+    The gate tests VERSION on the test split against the plan's thresholds and the champion; only a pass
+    moves the alias.
+
+    Exits 0 when promoted, 1 when the gate failed (nothing moved), 2 when refused or misused.
+    """
+    from rich.console import Console
+
+    if force and not reason.strip():
+        typer.secho("promote: --force needs --reason TEXT (kept in the promotion ledger)", fg="red", err=True)
+        raise typer.Exit(2)
+    settings = load_settings_or_exit()
+    plan_obj = load_plan_or_exit(plan)
+    settings.apply_environment()
+    from models.promotion import GateError, load_test_split, promote_version
+    from models.registry import RegistryError
+
+    console = Console()
+    try:
+        test = None if force else load_test_split(settings.root)
+        with console.status(f"gating {plan_obj.deploy.model_name} v{version} ..."):
+            result = promote_version(
+                plan_obj, version, test, reports_dir=settings.reports_dir, force=force, reason=reason
+            )
+    except (RegistryError, GateError, FileNotFoundError) as error:
+        typer.secho(f"promote: {error}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    if result.gate is not None:
+        _print_verdict(console, result.gate)
+    if not result.moved:
+        console.print(f"[bold red]gate failed[/]: {plan_obj.deploy.alias!r} not moved")
+        raise typer.Exit(1)
+    forced = " (forced)" if force else ""
+    console.print(f"[green]{plan_obj.deploy.model_name} v{version} is {plan_obj.deploy.alias}{forced}[/]")
+
+
+@app.command("rollback")
+def rollback_command(
+    reason: Annotated[str, typer.Option("--reason", help="Why; kept in the promotion ledger.")] = "rollback",
+    plan: PlanOption = Path("plan.yaml"),
+) -> None:
+    """Move the champion back to the version it replaced (per the promotion ledger). Exits 2 if none."""
+    settings = load_settings_or_exit()
+    plan_obj = load_plan_or_exit(plan)
+    settings.apply_environment()
+    from models.registry import RegistryError, rollback
+
+    try:
+        entry = rollback(None, plan_obj.deploy.model_name, reason=reason, alias=plan_obj.deploy.alias)
+    except RegistryError as error:
+        typer.secho(f"rollback: {error}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{plan_obj.deploy.model_name}: {entry.alias} v{entry.previous_version} -> v{entry.version}")
+
+
+@app.command("status")
+def status_command(
+    plan: PlanOption = Path("plan.yaml"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Champion, challenger, the latest gate verdicts and the promotion ledger's tail."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    settings = load_settings_or_exit()
+    plan_obj = load_plan_or_exit(plan)
+    settings.apply_environment()
+    from models.promotion import registry_status
+
+    status = registry_status(plan_obj)
+    if as_json:
+        typer.echo(json.dumps(status, indent=2))
+        return
+    console = Console()
+    console.print(
+        f"[bold]{status['model']}[/]: {status['versions']} version(s); "
+        f"champion v{status['champion'] or '-'}, challenger v{status['challenger'] or '-'}"
+    )
+    verdicts = Table("version", "gate", "report", title="latest gate verdicts")
+    for row in status["verdicts"]:
+        verdicts.add_row(row["version"], "passed" if row["passed"] else "failed", row["report"] or "")
+    console.print(verdicts)
+    ledger = Table("#", "time", "alias", "move", "action", "reason", title="promotion ledger (latest)")
+    for entry in status["ledger"]:
+        forced = " (forced)" if entry["forced"] else ""
+        move = f"v{entry['previous_version'] or '-'} -> v{entry['version']}"
+        action = entry["action"] + forced
+        ledger.add_row(str(entry["index"]), entry["time"], entry["alias"], move, action, entry["reason"])
+    console.print(ledger)
+
+
 # --- deployment (issue 4) ----------------------------------------------------------------------------------
 
 # --- monitoring and schedules (issue 5) --------------------------------------------------------------------
