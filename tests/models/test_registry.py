@@ -75,3 +75,91 @@ def test_tampered_artifact_raises_integrity_error(trained_version, tmp_path: Pat
     store_file.write_bytes(bytes(data))
     with pytest.raises(ModelIntegrityError, match="sha256"):
         resolve_model(version.model_name, version=version.version, dst=tmp_path / "dl")
+
+
+class FakeVerdict:
+    """The registry reads only ``passed`` and ``candidate_version`` off a verdict."""
+
+    def __init__(self, passed: bool, candidate_version: str | None = None):
+        self.passed = passed
+        self.candidate_version = candidate_version
+
+
+@pytest.fixture
+def three_versions(mlflow_env, tmp_path: Path):
+    """A registered model with versions 1..3 (registry entries only; alias moves don't read the files)."""
+    client = mlflow.MlflowClient()
+    client.create_registered_model("ledgered")
+    for _ in range(3):
+        client.create_model_version("ledgered", source=(tmp_path / "model").as_uri())
+    return client
+
+
+def test_promote_needs_a_passing_verdict_or_force_with_reason(three_versions):
+    client = three_versions
+    with pytest.raises(registry.PromotionRefusedError, match="needs a passing gate verdict"):
+        registry.promote(client, "ledgered", "1", None, reason="")
+    with pytest.raises(registry.PromotionRefusedError, match="gate failed"):
+        registry.promote(client, "ledgered", "1", FakeVerdict(False, "1"), reason="", report_ref="r.json")
+    with pytest.raises(registry.PromotionRefusedError, match="needs a reason"):
+        registry.promote(client, "ledgered", "1", None, reason="  ", force=True)
+    with pytest.raises(registry.PromotionRefusedError, match="verdict on ledgered v1. Received one on v2"):
+        registry.promote(client, "ledgered", "1", FakeVerdict(True, "2"), reason="")
+    assert alias_version("ledgered", client=client) is None  # nothing moved
+    assert registry.read_ledger("ledgered", client=client) == []
+    with pytest.raises(ModelNotFoundError, match="v7"):
+        registry.promote(client, "ledgered", "7", FakeVerdict(True), reason="")
+
+
+def test_every_move_is_in_the_ledger_and_rollback_walks_back(three_versions):
+    client = three_versions
+    registry.promote(
+        client, "ledgered", "1", FakeVerdict(True, "1"), reason="first", report_ref="runs:/a/g.json"
+    )
+    registry.mark_challenger(client, "ledgered", "2", FakeVerdict(True, "2"), report_ref="runs:/b/g.json")
+    registry.promote(client, "ledgered", "2", FakeVerdict(True, "2"), reason="", report_ref="runs:/b/g.json")
+    registry.promote(client, "ledgered", "3", None, reason="hotfix", force=True)
+    assert alias_version("ledgered", client=client) == "3"
+
+    entry = registry.rollback(client, "ledgered", reason="bad in prod")
+    assert (entry.version, entry.previous_version, entry.action) == ("2", "3", "rollback")
+    assert alias_version("ledgered", client=client) == "2"
+    registry.rollback(client, "ledgered")  # a second rollback walks further back
+    assert alias_version("ledgered", client=client) == "1"
+    with pytest.raises(registry.RegistryError, match="earlier 'champion'"):
+        registry.rollback(client, "ledgered")
+    assert alias_version("ledgered", client=client) == "1"
+    assert alias_version("ledgered", "challenger", client=client) == "2"
+
+    # The ledger survives a new client (it lives in the MLflow DB) and holds every move, in order.
+    ledger = registry.read_ledger("ledgered", client=mlflow.MlflowClient())
+    rows = [(e.index, e.alias, e.previous_version, e.version, e.action, e.forced) for e in ledger]
+    assert rows == [
+        (1, "champion", None, "1", "promote", False),
+        (2, "challenger", None, "2", "challenger", False),
+        (3, "champion", "1", "2", "promote", False),
+        (4, "champion", "2", "3", "promote", True),
+        (5, "champion", "3", "2", "rollback", False),
+        (6, "champion", "2", "1", "rollback", False),
+    ]
+    assert ledger[0].reason == "first" and ledger[0].report_ref == "runs:/a/g.json"
+    assert ledger[2].reason == "gate passed"
+    assert ledger[3].reason == "hotfix" and ledger[3].report_ref is None
+    assert ledger[4].reason == "bad in prod"
+    assert all(e.time.endswith("+00:00") for e in ledger)
+    tags = client.get_registered_model("ledgered").tags
+    assert sorted(k for k in tags if k.startswith("ledger.")) == [f"ledger.{i:06d}" for i in range(1, 7)]
+
+
+def test_champion_history_pushes_and_pops():
+    def entry(index, version, action):
+        return registry.LedgerEntry(index, "t", "champion", version, None, action, "", None, False)
+
+    ledger = [
+        entry(1, "1", "promote"),
+        entry(2, "2", "promote"),
+        entry(3, "1", "rollback"),
+        entry(4, "3", "promote"),
+    ]
+    assert registry.champion_history(ledger) == ["1", "3"]
+    assert registry.champion_history([]) == []
