@@ -138,8 +138,9 @@ def check_annotations(labeling: LabelingSection, root: Path) -> Check | None:
 
 def class_counts(dataset: Dataset, data: DataSection) -> dict[str, int]:
     """Labeled samples per class name, scaled down to ``data.max_samples`` when the plan caps the source."""
-    if data.task == "regression":
-        return {"(all)": _capped(len(dataset), len(dataset), data.max_samples)}
+    if data.task == "regression":  # unlabeled targets are NaN
+        labeled = int(np.sum(np.isfinite(np.asarray(dataset.labels, dtype=float))))
+        return {"(all)": _capped(labeled, len(dataset), data.max_samples)}
     labels = np.asarray(dataset.labels)
     labels = labels[labels >= 0].astype(int)
     names = list(data.classes or dataset.meta.classes)
