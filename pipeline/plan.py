@@ -307,6 +307,11 @@ class DeploySection(Section):
     challenger_alias: str = "challenger"
     # Largest batch one request may send.
     max_batch_size: PositiveInt = 256
+    # How the server calls the model: ONNX Runtime (measured fastest), the compiled Keras call, or auto
+    # (ONNX, falling back to Keras when export or its output check fails).
+    backend: Literal["auto", "onnx", "keras"] = "auto"
+    # Inputs may exceed the training data's min/max by this share of its span before they are rejected.
+    range_tolerance: Annotated[float, Field(ge=0)] = 0.1
 
 
 class AlertSinkSection(Section):
