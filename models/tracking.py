@@ -11,22 +11,25 @@ import io
 import json
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
 import numpy as np
 import yaml
 
 from data.dataset import DatasetMeta
 from pipeline.plan import Plan
 
-from .train import TrainResult
+if TYPE_CHECKING:  # keras (and TensorFlow) load only when a run is logged: `lifecycle ui` stays fast
+    import keras
+
+    from .train import TrainResult
 
 MODEL_ARTIFACT = "model"  # mlflow.keras.log_model(name=...)
 KERAS_FILE_IN_MODEL = "data/model.keras"  # where the keras flavor puts the native file
@@ -75,6 +78,7 @@ def log_training_run(
     Returns:
         The run id, the version of ``plan.deploy.model_name`` and the model file's sha256.
     """
+    import keras
     import mlflow
     from mlflow.entities import Metric, Param
     from mlflow.models import infer_signature
@@ -141,6 +145,33 @@ def log_training_run(
         sha256=sha256,
         model_path=model_dst,
     )
+
+
+def ui_server_command(
+    tracking_uri: str, registry_uri: str, artifacts_uri: str, *, host: str = "127.0.0.1", port: int = 5000
+) -> list[str]:
+    """The ``mlflow server`` command line for the UI over this project's store.
+
+    Args:
+        tracking_uri: backend store (the same URI training logs to).
+        registry_uri: model registry store.
+        artifacts_uri: artifact root for experiments the UI creates, and where it serves artifacts from.
+        host: interface to bind; 127.0.0.1 keeps it local.
+        port: port to listen on.
+
+    Returns:
+        argv for ``subprocess``; runs this interpreter's MLflow.
+    """
+    return [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", tracking_uri,
+        "--registry-store-uri", registry_uri,
+        "--default-artifact-root", artifacts_uri,
+        "--artifacts-destination", artifacts_uri,
+        "--host", host,
+        "--port", str(port),
+        "--workers", "1",
+    ]  # fmt: skip
 
 
 def ensure_experiment(name: str, artifact_location: str | None = None) -> str:

@@ -104,11 +104,12 @@ def run_command(
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
     settings.apply_environment()
     console = Console()
-    handler = RichHandler(console=console, show_path=False, markup=False)
+    handler = RichHandler(console=console, show_path=False, markup=False, log_time_format="%H:%M:%S")
     handler.setFormatter(logging.Formatter("%(message)s"))
     progress = logging.getLogger("lifecycle")
     progress.addHandler(handler)
     progress.setLevel(logging.INFO)
+    progress.propagate = False  # Prefect's root handler would print every line twice
 
     from pipeline.flows import NotViableError, StageError, lifecycle
     from pipeline.render import outputs_table, stages_table, viability_table
@@ -126,6 +127,7 @@ def run_command(
     except ValueError as error:
         typer.secho(str(error), fg="red", err=True)
         raise typer.Exit(2) from None
+    console.print(viability_table(summary.viability))
     console.print(stages_table(summary.stages))
     console.print(outputs_table(summary.outputs))
     console.print(f"[green]done[/] in {summary.seconds:.1f} s; files are under {settings.root}")

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
 import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
 import keras
 import mlflow
 import numpy as np
@@ -183,3 +189,59 @@ def test_epoch_metrics_and_history_rows_count_epochs_from_one():
         {"epoch": 1, "loss": 0.9, "val_loss": 1.0},
         {"epoch": 2, "loss": 0.5, "val_loss": 0.7},
     ]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.integration
+def test_lifecycle_ui_serves_the_run_and_the_registered_model(trained_version, mlflow_env, tmp_path):
+    version, _ = trained_version
+    port = free_port()
+    env = {
+        **os.environ,
+        "LIFECYCLE_ROOT": str(tmp_path),
+        "LIFECYCLE_VAR_DIR": str(mlflow_env.var_dir),
+        "LIFECYCLE_UI_PORT": str(port),
+    }
+    lifecycle = Path(sys.executable).parent / "lifecycle"
+    ui = subprocess.Popen(
+        [str(lifecycle), "ui"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+        stderr=(tmp_path / "ui.log").open("w"), text=True, start_new_session=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert ui.stdout is not None
+        assert ui.stdout.readline().startswith(f"MLflow UI: {base}")
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                run = httpx.get(
+                    f"{base}/api/2.0/mlflow/runs/get", params={"run_id": version.run_id}, timeout=5
+                )
+                break
+            except httpx.TransportError:
+                assert ui.poll() is None, "the UI process exited"
+                assert time.monotonic() < deadline, "the UI did not answer within 90 s"
+                time.sleep(0.5)
+        model = httpx.get(
+            f"{base}/api/2.0/mlflow/registered-models/get", params={"name": "tiny-model"}, timeout=5
+        )
+    finally:
+        os.killpg(ui.pid, signal.SIGINT)  # what Ctrl-C sends to the terminal's process group
+        try:
+            ui.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(ui.pid, signal.SIGKILL)
+            ui.wait()
+
+    assert run.status_code == 200
+    body = run.json()["run"]
+    assert body["info"]["run_id"] == version.run_id
+    assert {"key": "model_sha256", "value": version.sha256} in body["data"]["tags"]
+    assert model.status_code == 200
+    latest = model.json()["registered_model"]["latest_versions"]
+    assert [(v["version"], v["run_id"]) for v in latest] == [(version.version, version.run_id)]
