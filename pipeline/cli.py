@@ -114,7 +114,10 @@ def run_command(
     from pipeline.flows import NotViableError, StageError, lifecycle
     from pipeline.render import outputs_table, stages_table, viability_table
 
-    console.print(f"lifecycle on [bold]{plan}[/] in {settings.root} (state in {settings.var_dir})")
+    prefect = settings.prefect_api_url or "ephemeral, no server"
+    console.print(
+        f"lifecycle on [bold]{plan}[/] in {settings.root}; Prefect {prefect}; state {settings.var_dir}"
+    )
     try:
         summary = lifecycle(plan_path=str(plan.resolve()))
     except NotViableError as error:

@@ -150,8 +150,9 @@ def run_dvc_stage(stage: str, root: Path) -> StageResult:
 def check_plan(plan: Plan, plan_path: Path, settings: Settings) -> ViabilityReport:
     """Run the viability checks; fail the run with the failed checks when the plan is not viable."""
     report = check_viability(plan, settings)
-    for check in report.checks:
-        log.info("viability: [%s] %s: %s", check.status, check.name, check.detail)
+    for check in report.failures + report.warnings:
+        log.warning("viability: %s: %s: %s", check.status, check.name, check.detail)
+    log.info("viability: %s (%d checks)", "viable" if report.viable else "not viable", len(report.checks))
     if not report.viable:
         raise NotViableError(plan_path, report)
     return report
