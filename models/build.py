@@ -178,8 +178,7 @@ def _from_layers(
             shape = stack.output_shape
         except Exception as error:  # Keras raises ValueError/TypeError with its own wording
             raise ModelBuildError(
-                f"model.layers[{index}] ({spec.type}): can't follow output shape "
-                f"{shape}: {error}"
+                f"model.layers[{index}] ({spec.type}): can't follow output shape {shape}: {error}"
             ) from error
     return stack
 

@@ -6,11 +6,8 @@ reads settings or sets URIs. ``log_training_run`` is the one entry point the sta
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,20 +18,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import yaml
 
 from data.dataset import DatasetMeta
 from pipeline.plan import Plan
 
-if TYPE_CHECKING:  # keras (and TensorFlow) load only when a run is logged: `lifecycle ui` stays fast
-    import keras
+from .lineage import file_sha256, lineage_tags
+from .run_artifacts import DATASET_META_ARTIFACT, write_run_artifacts
 
+__all__ = ["DATASET_META_ARTIFACT", "TrainedVersion", "log_training_run", "ui_server_command"]
+
+if TYPE_CHECKING:  # keras (and TensorFlow) load only when a run is logged: `lifecycle ui` stays fast
     from .train import TrainResult
 
 MODEL_ARTIFACT = "model"  # mlflow.keras.log_model(name=...)
 KERAS_FILE_IN_MODEL = "data/model.keras"  # where the keras flavor puts the native file
-DATASET_META_ARTIFACT = "dataset_meta.json"
-LIBRARIES = ("tensorflow", "keras", "mlflow", "numpy")
 _PARAMS_PER_BATCH = 100  # MLflow's limit per log_batch call
 _METRICS_PER_BATCH = 1000
 
@@ -56,7 +53,7 @@ def log_training_run(
     result: TrainResult,
     meta: DatasetMeta,
     *,
-    plan_path: Path,
+    plan_path: Path | None,
     root: Path,
     input_example: np.ndarray,
     artifact_location: str | None = None,
@@ -68,7 +65,7 @@ def log_training_run(
         plan: the plan the model was trained from.
         result: what ``train_model`` returned (the model and its history).
         meta: the prepared dataset's meta, logged as ``dataset_meta.json``.
-        plan_path: the plan file, logged as an artifact.
+        plan_path: the plan file, logged as an artifact; None logs the validated plan as ``plan.yaml``.
         root: the project root: git and ``dvc.lock`` are read from here.
         input_example: a few raw input rows, stored with the model (and used for its signature).
         artifact_location: artifact root URI for a new experiment (e.g. ``Settings.resolved_artifacts_dir``
@@ -100,7 +97,7 @@ def log_training_run(
         mlflow.set_tags({**lineage, "stopped_by": result.stopped_by, "model_name": plan.deploy.model_name})
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
-            _write_run_artifacts(folder, plan_path, result, meta)
+            write_run_artifacts(folder, plan, plan_path, result, meta)
             mlflow.log_artifacts(str(folder))
         example = np.asarray(input_example, dtype="float32")
         signature = infer_signature(example, keras.ops.convert_to_numpy(result.model(example)))
@@ -239,126 +236,6 @@ def final_metrics(result: TrainResult) -> dict[str, float]:
     return summary
 
 
-def lineage_tags(plan: Plan, root: Path, accelerator: str) -> dict[str, str]:
-    """Where a model came from: code, data, plan, hardware and library versions.
-
-    Args:
-        plan: the plan (its digest is the plan hash).
-        root: project root with ``.git`` and ``dvc.lock``.
-        accelerator: the accelerator label the training used.
-
-    Returns:
-        String tags: git_commit, git_dirty, data_md5 (JSON path -> md5), plan_hash, accelerator,
-        version.<library>.
-    """
-    commit, dirty = git_state(root)
-    tags = {
-        "git_commit": commit,
-        "git_dirty": dirty,
-        "data_md5": json.dumps(dvc_data_hashes(root / "dvc.lock"), sort_keys=True),
-        "plan_hash": plan.digest(),
-        "accelerator": accelerator,
-    }
-    tags.update({f"version.{name}": _version(name) for name in LIBRARIES})
-    return tags
-
-
-def git_state(root: Path) -> tuple[str, str]:
-    """(commit, dirty) of the git checkout at ``root``; ("unknown", "unknown") outside git."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=30
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root, capture_output=True, text=True, check=True, timeout=30,
-        ).stdout  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return "unknown", "unknown"
-    return commit, "true" if status.strip() else "false"
-
-
-def dvc_data_hashes(lock_path: Path) -> dict[str, str]:
-    """The md5 of every data output (``data/...``) recorded in ``dvc.lock``; {} when there is none.
-
-    Args:
-        lock_path: the ``dvc.lock`` file.
-
-    Returns:
-        ``{out path: md5}`` for outs under ``data/``, from every stage.
-    """
-    if not lock_path.is_file():
-        return {}
-    lock = yaml.safe_load(lock_path.read_text()) or {}
-    hashes: dict[str, str] = {}
-    for stage in (lock.get("stages") or {}).values():
-        for out in stage.get("outs") or []:
-            path, md5 = str(out.get("path", "")), out.get("md5")
-            if path.startswith("data/") and md5:
-                hashes[path] = str(md5)
-    return hashes
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def history_rows(history: Mapping[str, list[float]]) -> list[dict[str, float]]:
-    """The history as one row per epoch (``epoch`` from 1), for CSV and DVC plots."""
-    names = sorted(history)
-    epochs = max((len(values) for values in history.values()), default=0)
-    return [
-        {"epoch": epoch + 1, **{name: history[name][epoch] for name in names if epoch < len(history[name])}}
-        for epoch in range(epochs)
-    ]
-
-
-def plot_learning_curves(history: Mapping[str, list[float]], path: Path) -> Path:
-    """A PNG with one panel per metric (train and val lines), written with matplotlib's Agg backend."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    names = [name for name in history if not name.startswith("val_") and name != "learning_rate"]
-    figure = Figure(figsize=(5 * max(len(names), 1), 4))
-    FigureCanvasAgg(figure)
-    for index, name in enumerate(names, start=1):
-        axes = figure.add_subplot(1, len(names), index)
-        for key in (name, f"val_{name}"):
-            if key in history:
-                axes.plot(range(1, len(history[key]) + 1), history[key], label=key)
-        axes.set_xlabel("epoch")
-        axes.set_title(name)
-        axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=80)
-    return path
-
-
-def model_summary(model: keras.Model) -> str:
-    """The Keras summary table as plain text."""
-    lines: list[str] = []
-    model.summary(print_fn=lambda line, line_break=True: lines.append(line))
-    return "\n".join(lines) + "\n"
-
-
-def _write_run_artifacts(folder: Path, plan_path: Path, result: TrainResult, meta: DatasetMeta) -> None:
-    (folder / "model_summary.txt").write_text(model_summary(result.model))
-    plot_learning_curves(result.history, folder / "learning_curves.png")
-    shutil.copyfile(plan_path, folder / Path(plan_path).name)
-    (folder / DATASET_META_ARTIFACT).write_text(meta.to_json() + "\n")
-    buffer = io.StringIO()
-    rows = history_rows(result.history)
-    if rows:
-        buffer.write(",".join(rows[0]) + "\n")
-        buffer.writelines(",".join(str(row.get(key, "")) for key in rows[0]) + "\n" for row in rows)
-    (folder / "history.csv").write_text(buffer.getvalue())
-
-
 class _KerasFlavor:
     """``mlflow.keras`` with one fix: mlflow 3.17.2's ``mlflow.keras.save_model`` writes the input example
     before it creates the model folder, so ``mlflow.keras.log_model(..., input_example=...)`` fails with
@@ -391,10 +268,3 @@ def _pip_requirements() -> list[str]:
         except metadata.PackageNotFoundError:
             continue
     return pins
-
-
-def _version(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "absent" if name != "tensorflow" else _version("tensorflow-cpu")

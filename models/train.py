@@ -6,10 +6,9 @@ tf.data and tf.distribute appear here only, in the input pipeline and device pla
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -19,38 +18,9 @@ import numpy as np
 from data.dataset import Dataset
 from pipeline.plan import ResourcesSection, TrainSection
 
+from .accelerator import Accelerator, select_accelerator
+
 AUTOTUNE = -1  # tf.data.AUTOTUNE, without importing TensorFlow at module level
-
-
-class AcceleratorError(RuntimeError):
-    """The plan asks for an accelerator this machine doesn't have."""
-
-
-@dataclass(frozen=True)
-class Accelerator:
-    """Where training runs. ``strategy`` is a tf.distribute strategy, or None for the default device."""
-
-    kind: str  # "cpu" or "gpu"
-    devices: int
-    mixed_precision: bool
-    strategy: Any = None
-
-    def describe(self) -> str:
-        """A short label for run tags: ``cpu``, ``gpu``, ``gpu x2 mirrored+mixed_float16``."""
-        label = self.kind if self.devices <= 1 else f"{self.kind} x{self.devices} mirrored"
-        return f"{label}+mixed_float16" if self.mixed_precision else label
-
-    @contextlib.contextmanager
-    def scope(self) -> Iterator[None]:
-        """Build (and compile) the model inside this scope: the dtype policy and strategy apply to it."""
-        previous = keras.mixed_precision.global_policy()
-        if self.mixed_precision:
-            keras.mixed_precision.set_global_policy("mixed_float16")
-        try:
-            with self.strategy.scope() if self.strategy is not None else contextlib.nullcontext():
-                yield
-        finally:
-            keras.mixed_precision.set_global_policy(previous)
 
 
 @dataclass(frozen=True)
@@ -66,45 +36,6 @@ class TrainResult:
     best_epoch: int | None = None
     final_metrics: dict[str, float] = field(default_factory=dict)
     samples_per_second: float = 0.0
-
-
-def select_accelerator(resources: ResourcesSection) -> Accelerator:
-    """Pick the device(s) for ``resources.accelerator``.
-
-    Args:
-        resources: the plan's resources section.
-
-    Returns:
-        The accelerator: CPU, one GPU, or MirroredStrategy over several GPUs.
-
-    Raises:
-        AcceleratorError: ``gpu`` was asked for and no GPU is visible.
-    """
-    gpus = _visible_gpus()
-    if resources.accelerator == "cpu":
-        if not gpus or _hide_gpus():
-            return Accelerator(kind="cpu", devices=1, mixed_precision=False)
-        import tensorflow as tf  # GPUs already initialised: pin the work to the CPU instead
-
-        return Accelerator(
-            kind="cpu", devices=1, mixed_precision=False, strategy=tf.distribute.OneDeviceStrategy("/cpu:0")
-        )
-    if resources.accelerator == "gpu" and not gpus:
-        raise AcceleratorError(
-            "resources.accelerator: Expected at least one visible GPU for accelerator 'gpu'. Received none "
-            f"(Keras backend {keras.backend.backend()!r}). Set it to 'auto' or 'cpu', or check the "
-            "CUDA install and CUDA_VISIBLE_DEVICES."
-        )
-    if not gpus:
-        return Accelerator(kind="cpu", devices=1, mixed_precision=False)
-    strategy = None
-    if len(gpus) > 1 and keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        strategy = tf.distribute.MirroredStrategy()
-    return Accelerator(
-        kind="gpu", devices=len(gpus), mixed_precision=resources.mixed_precision, strategy=strategy
-    )
 
 
 def make_dataset(
@@ -292,29 +223,3 @@ def _reduce_lr(train: TrainSection) -> keras.callbacks.ReduceLROnPlateau | None:
     return keras.callbacks.ReduceLROnPlateau(
         monitor=spec.monitor, factor=spec.factor, patience=spec.patience, min_lr=spec.min_lr
     )
-
-
-def _visible_gpus() -> list[Any]:
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return list(tf.config.list_physical_devices("GPU"))
-    if backend == "jax":
-        import jax
-
-        return [d for d in jax.devices() if d.platform == "gpu"]
-    return []
-
-
-def _hide_gpus() -> bool:
-    """Hide GPUs from TensorFlow; False when it's too late (already initialised) or not TensorFlow."""
-    if keras.backend.backend() != "tensorflow":
-        return False
-    import tensorflow as tf
-
-    try:
-        tf.config.set_visible_devices([], "GPU")
-    except RuntimeError:
-        return False
-    return True

@@ -19,15 +19,9 @@ import pytest
 import yaml
 
 from data.dataset import DatasetMeta
-from models.tracking import (
-    dvc_data_hashes,
-    epoch_metrics,
-    file_sha256,
-    flatten_params,
-    git_state,
-    history_rows,
-    log_training_run,
-)
+from models.lineage import dvc_data_hashes, file_sha256, git_state
+from models.run_artifacts import history_rows
+from models.tracking import epoch_metrics, flatten_params, log_training_run
 
 
 def test_run_holds_params_epoch_metrics_artifacts_and_lineage(trained_version, tiny_plan, mlflow_env):

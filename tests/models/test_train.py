@@ -7,16 +7,9 @@ import io
 import numpy as np
 import pytest
 
+from models.accelerator import Accelerator, AcceleratorError, select_accelerator
 from models.build import build_model
-from models.train import (
-    Accelerator,
-    AcceleratorError,
-    EpochProgress,
-    TimeBudget,
-    make_dataset,
-    select_accelerator,
-    train_model,
-)
+from models.train import EpochProgress, TimeBudget, make_dataset, train_model
 from pipeline.plan import ResourcesSection, TrainSection
 
 

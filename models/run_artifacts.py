@@ -1,0 +1,77 @@
+"""The files a training run leaves for people: history rows, learning curves, model summary, plan, meta."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import yaml
+
+from data.dataset import DatasetMeta
+from pipeline.plan import Plan
+
+if TYPE_CHECKING:
+    import keras
+
+    from .train import TrainResult
+
+DATASET_META_ARTIFACT = "dataset_meta.json"
+
+
+def history_rows(history: Mapping[str, list[float]]) -> list[dict[str, float]]:
+    """The history as one row per epoch (``epoch`` from 1), for CSV and DVC plots."""
+    names = sorted(history)
+    epochs = max((len(values) for values in history.values()), default=0)
+    return [
+        {"epoch": epoch + 1, **{name: history[name][epoch] for name in names if epoch < len(history[name])}}
+        for epoch in range(epochs)
+    ]
+
+
+def plot_learning_curves(history: Mapping[str, list[float]], path: Path) -> Path:
+    """A PNG with one panel per metric (train and val lines), written with matplotlib's Agg backend."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = [name for name in history if not name.startswith("val_") and name != "learning_rate"]
+    figure = Figure(figsize=(5 * max(len(names), 1), 4))
+    FigureCanvasAgg(figure)
+    for index, name in enumerate(names, start=1):
+        axes = figure.add_subplot(1, len(names), index)
+        for key in (name, f"val_{name}"):
+            if key in history:
+                axes.plot(range(1, len(history[key]) + 1), history[key], label=key)
+        axes.set_xlabel("epoch")
+        axes.set_title(name)
+        axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    return path
+
+
+def model_summary(model: keras.Model) -> str:
+    """The Keras summary table as plain text."""
+    lines: list[str] = []
+    model.summary(print_fn=lambda line, line_break=True: lines.append(line))
+    return "\n".join(lines) + "\n"
+
+
+def write_run_artifacts(
+    folder: Path, plan: Plan, plan_path: Path | None, result: TrainResult, meta: DatasetMeta
+) -> None:
+    (folder / "model_summary.txt").write_text(model_summary(result.model))
+    plot_learning_curves(result.history, folder / "learning_curves.png")
+    if plan_path is not None:
+        shutil.copyfile(plan_path, folder / Path(plan_path).name)
+    else:
+        (folder / "plan.yaml").write_text(yaml.safe_dump(plan.model_dump(mode="json"), sort_keys=False))
+    (folder / DATASET_META_ARTIFACT).write_text(meta.to_json() + "\n")
+    buffer = io.StringIO()
+    rows = history_rows(result.history)
+    if rows:
+        buffer.write(",".join(rows[0]) + "\n")
+        buffer.writelines(",".join(str(row.get(key, "")) for key in rows[0]) + "\n" for row in rows)
+    (folder / "history.csv").write_text(buffer.getvalue())
