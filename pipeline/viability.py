@@ -97,6 +97,7 @@ def check_viability(plan: Plan, settings: Settings) -> ViabilityReport:
     if dataset is not None:
         counts = class_counts(dataset, plan.data)
         checks += [
+            check_data(dataset, plan.data),
             check_samples_per_class(counts, plan.data, unlabeled=_unlabeled(dataset, plan.data)),
             check_baseline(counts, plan.success),
             check_time_budget(plan, list(dataset.meta.input_shape), sum(counts.values()), gpus),
@@ -122,6 +123,17 @@ def check_source(data: DataSection, root: Path) -> tuple[Check, Dataset | None]:
     shape = "x".join(str(size) for size in dataset.meta.input_shape)
     detail = f"{data.source}: {len(dataset)} samples ({labeled} labeled), input shape {shape}"
     return Check("data source", True, detail), dataset
+
+
+def check_data(dataset: Dataset, data: DataSection) -> Check:
+    """The source passes the rules collect applies: shapes, dtypes, NaN/inf, value ranges, ids."""
+    from data.validate import DataValidationError, validate_dataset
+
+    try:
+        validate_dataset(dataset, data, data.source, labeled=False)
+    except DataValidationError as error:
+        return Check("data checks", False, str(error))
+    return Check("data checks", True, "shapes, dtypes, finite values, ranges and ids pass")
 
 
 def check_annotations(labeling: LabelingSection, root: Path) -> Check | None:

@@ -13,6 +13,7 @@ import yaml
 from data.dataset import Dataset, DatasetMeta
 from pipeline.plan import Plan, parse_plan
 from pipeline.resources import GpuReport
+from pipeline.settings import Settings
 from pipeline.viability import (
     Check,
     ViabilityReport,
@@ -23,6 +24,7 @@ from pipeline.viability import (
     check_builder,
     check_samples_per_class,
     check_time_budget,
+    check_viability,
     class_counts,
 )
 
@@ -209,3 +211,63 @@ def test_missing_annotation_files_are_named(tmp_path: Path, default_raw: dict[st
     assert check is not None and not check.ok
     assert check.detail == "data.labeling.annotations: file(s) not found: round2.json"
     assert check_annotations(plan_with(default_raw).data.labeling, tmp_path) is None
+
+
+def test_default_plan_is_viable_with_every_check(tmp_path: Path, default_raw: dict[str, Any]) -> None:
+    report = check_viability(parse_plan(copy.deepcopy(default_raw)), Settings(root=tmp_path))
+
+    assert report.viable, str(report)
+    assert [check.name for check in report.checks] == [
+        "data source",
+        "data checks",
+        "samples per class",
+        "baseline",
+        "time budget",
+        "accelerator",
+        "alert sinks",
+    ]
+    assert report.checks[0].detail == "sklearn:digits: 1797 samples (1797 labeled), input shape 8x8"
+
+
+def test_table_with_nan_fails_the_data_checks_naming_rows(
+    tmp_path: Path, default_raw: dict[str, Any]
+) -> None:
+    rows = ["a,b,label"] + [f"{i % 7}.5,{i % 5},{'yes' if i % 2 else 'no'}" for i in range(40)]
+    rows[4] = "nan,1,no"
+    (tmp_path / "table.csv").write_text("\n".join(rows) + "\n")
+    plan = plan_with(
+        default_raw,
+        data={
+            "source": "table:table.csv",
+            "target": "label",
+            "classes": ["no", "yes"],
+            "min_samples_per_class": 5,
+        },
+        model={
+            "layers": [
+                {"type": "Input", "shape": [2]},
+                {"type": "Dense", "units": 2, "activation": "softmax"},
+            ]
+        },
+        success={"min": {"accuracy": 0.8}},
+    )
+
+    report = check_viability(plan, Settings(root=tmp_path))
+
+    assert not report.viable
+    assert [check.name for check in report.failures] == ["data checks"]
+    assert "table:table.csv: non-finite values" in report.failures[0].detail
+    assert "(rows 3)" in report.failures[0].detail
+
+
+def test_unreadable_source_fails_and_skips_the_data_checks(
+    tmp_path: Path, default_raw: dict[str, Any]
+) -> None:
+    plan = plan_with(default_raw, data={"source": "images:photos"})
+
+    report = check_viability(plan, Settings(root=tmp_path))
+
+    assert not report.viable
+    assert report.checks[0].name == "data source" and not report.checks[0].ok
+    assert "photos" in report.checks[0].detail
+    assert "samples per class" not in [check.name for check in report.checks]
