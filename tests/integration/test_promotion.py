@@ -1,0 +1,187 @@
+"""Promotion end to end through the `lifecycle` CLI, on a real MLflow store and real (tiny) trained models.
+
+v1 is trained (good), v2 is the same network untrained (clearly worse), v3 is v1's model logged again
+(identical on the test split, so within the champion margin). The gate must promote v1, refuse v2 without
+moving the champion, take v2 only when forced with a reason, roll back, and accept v3.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from data.dataset import PREPARED_DIR, Dataset, DatasetMeta
+from pipeline.cli import app
+from pipeline.plan import parse_plan
+from pipeline.settings import Settings
+
+PLAN = {
+    "project": {"name": "promo-project", "goal": "tests"},
+    "data": {"source": "sklearn:digits", "classes": ["0", "1", "2"], "scaling": "standard"},
+    "model": {
+        "layers": [
+            {"type": "Input", "shape": [8, 8]},
+            {"type": "Flatten"},
+            {"type": "Dense", "units": 16, "activation": "relu"},
+            {"type": "Dense", "units": 3, "activation": "softmax"},
+        ]
+    },
+    "train": {"epochs": 4, "batch_size": 16, "seed": 3, "optimizer": {"name": "adam", "learning_rate": 0.01}},
+    "resources": {"accelerator": "cpu", "time_budget_minutes": 5},
+    "success": {
+        "min": {"accuracy": 0.6},
+        "max": {"latency_p99_ms_batch1": 1000},
+        "champion": {"metric": "accuracy", "margin": 0.01, "bootstrap_samples": 300, "confidence": 0.95},
+    },
+    "deploy": {"model_name": "promo-model"},
+}
+META = DatasetMeta(
+    source="sklearn:digits", kind="image", task="classification", classes=["0", "1", "2"], input_shape=[8, 8],
+    scaling={"method": "standard", "mean": [6.0] * 64, "std": [5.0] * 64},
+)  # fmt: skip
+
+
+def tiny_split(n: int, seed: int) -> Dataset:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, size=n)
+    features = rng.uniform(0, 4, size=(n, 8, 8)).astype("float32")
+    for row, label in enumerate(labels):
+        features[row, label * 2 : label * 2 + 3, :] += 10.0
+    return Dataset(features, labels.astype("int64"), np.array([f"s{seed}-{i}" for i in range(n)]), META)
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A project root with plan.yaml, data/prepared/{train,val,test}.npz and a private MLflow store."""
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump(PLAN, sort_keys=False))
+    splits = {"train": tiny_split(240, 1), "val": tiny_split(60, 2), "test": tiny_split(120, 3)}
+    for name, split in splits.items():
+        split.save(tmp_path / PREPARED_DIR, name)
+    monkeypatch.setenv("LIFECYCLE_ROOT", str(tmp_path))
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "PREFECT_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings()
+    settings.apply_environment()
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "PREFECT_HOME"):
+        monkeypatch.setenv(name, os.environ[name])  # restored after the test
+    return settings, splits
+
+
+def register(settings: Settings, splits: dict[str, Dataset], result) -> str:
+    from models.tracking import log_training_run
+
+    plan = parse_plan(PLAN)
+    version = log_training_run(
+        plan, result, META, plan_path=settings.root / "plan.yaml", root=settings.root,
+        input_example=splits["train"].features[:2],
+        artifact_location=settings.resolved_artifacts_dir.as_uri(),
+    )  # fmt: skip
+    return version.version
+
+
+def test_gate_promotes_refuses_forces_rolls_back(project):
+    from models.build import build_model
+    from models.train import TrainResult, train_model
+
+    settings, splits = project
+    plan = parse_plan(PLAN)
+    trained = train_model(
+        lambda: build_model(plan.model, META, plan.train),
+        splits["train"],
+        splits["val"],
+        plan.train,
+        plan.resources,
+    )
+    untrained = TrainResult(build_model(plan.model, META, plan.train), {}, 0, "epochs", 0.0, "cpu")
+    assert register(settings, splits, trained) == "1"
+    assert register(settings, splits, untrained) == "2"
+    assert register(settings, splits, trained) == "3"
+
+    runner = CliRunner()
+    plan_option = ["--plan", str(settings.root / "plan.yaml")]
+    client = mlflow.MlflowClient()
+
+    def champion() -> str | None:
+        version = client.get_registered_model("promo-model").aliases.get("champion")
+        return None if version is None else str(version)
+
+    def gate_report() -> dict:
+        return json.loads((settings.reports_dir / "gate.json").read_text())
+
+    refused = runner.invoke(app, ["promote", "2", "--force", *plan_option])
+    assert refused.exit_code == 2 and "--force needs --reason" in refused.output
+    assert champion() is None
+
+    first = runner.invoke(app, ["promote", "1", *plan_option])
+    assert first.exit_code == 0, first.output
+    assert champion() == "1"
+    assert gate_report()["passed"] is True
+    assert gate_report()["checks"][-1]["detail"] == "no champion yet"
+    markdown = (settings.reports_dir / "gate.md").read_text()
+    assert markdown.startswith("# Gate verdict: PASSED") and "- candidate: v1" in markdown
+    run_1 = client.get_run(client.get_model_version("promo-model", "1").run_id)
+    assert run_1.data.tags["gate.passed"] == "true"
+    assert run_1.data.metrics["test_accuracy"] >= 0.6
+    assert "gate/gate.json" in [a.path for a in client.list_artifacts(run_1.info.run_id, "gate")]
+
+    worse = runner.invoke(app, ["promote", "2", *plan_option])
+    assert worse.exit_code == 1, worse.output
+    assert "gate failed" in worse.output
+    assert champion() == "1"  # never moved on a fail
+    report = gate_report()
+    assert (
+        report["passed"] is False and report["candidate_version"] == "2" and report["champion_version"] == "1"
+    )
+    champion_check = report["checks"][-1]
+    assert champion_check["name"] == "champion_accuracy_difference" and champion_check["passed"] is False
+    assert client.get_model_version("promo-model", "2").tags["gate.passed"] == "false"
+    assert len([e for e in _ledger() if e.alias == "champion"]) == 1
+
+    forced = runner.invoke(app, ["promote", "2", "--force", "--reason", "fire drill", *plan_option])
+    assert forced.exit_code == 0, forced.output
+    assert champion() == "2"
+
+    rolled = runner.invoke(app, ["rollback", "--reason", "drill over", *plan_option])
+    assert rolled.exit_code == 0, rolled.output
+    assert champion() == "1"
+
+    same = runner.invoke(app, ["promote", "3", *plan_option])  # identical outputs: within the margin
+    assert same.exit_code == 0, same.output
+    assert champion() == "3"
+    assert gate_report()["checks"][-1]["value"] == 0.0
+
+    status = runner.invoke(app, ["status", "--json", *plan_option])
+    assert status.exit_code == 0, status.output
+    document = json.loads(status.output)
+    assert (document["champion"], document["challenger"]) == ("3", "3")
+    assert [(v["version"], v["passed"]) for v in document["verdicts"]] == [
+        ("3", True),
+        ("2", False),
+        ("1", True),
+    ]
+    moves = [(e["alias"], e["version"], e["action"], e["forced"]) for e in document["ledger"]]
+    assert moves == [
+        ("challenger", "1", "challenger", False),
+        ("champion", "1", "promote", False),
+        ("champion", "2", "promote", True),
+        ("champion", "1", "rollback", False),
+        ("challenger", "3", "challenger", False),
+        ("champion", "3", "promote", False),
+    ]
+    assert document["ledger"][2]["reason"] == "fire drill"
+    assert document["ledger"][1]["report_ref"].startswith("runs:/") and document["ledger"][1][
+        "report_ref"
+    ].endswith("gate/gate.json")
+
+
+def _ledger():
+    from models.registry import read_ledger
+
+    return read_ledger("promo-model")
