@@ -15,9 +15,9 @@ import keras
 
 from pipeline.plan import ResourcesSection
 
+from .errors import AcceleratorError
 
-class AcceleratorError(RuntimeError):
-    """The plan asks for an accelerator this machine doesn't have."""
+__all__ = ["Accelerator", "AcceleratorError", "select_accelerator"]
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,12 @@ import numpy as np
 from data.dataset import DatasetMeta
 from pipeline.plan import LayerSpec, ModelSection, OptimizerSection, TrainSection
 
+from .errors import ModelBuildError
+
+__all__ = ["ModelBuildError", "build_model", "build_optimizer", "scaling_layer"]
+
 # Keras's name for the plan's "accuracy" depends on the loss; compile() resolves it.
 _ACCURACY_ALIASES = ("accuracy", "acc")
-
-
-class ModelBuildError(ValueError):
-    """A plan section that can't become a Keras model. The message names the plan field."""
 
 
 def build_model(model: ModelSection, meta: DatasetMeta, train: TrainSection) -> keras.Model:

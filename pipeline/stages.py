@@ -106,6 +106,74 @@ EXPECTED_ERRORS: list[type[Exception]] = [PlanError, SourceError, DataValidation
 
 # --- training stages (issue 3) ---
 # Register `train` and `evaluate` here: STAGES["train"] = train_stage; EXPECTED_ERRORS.append(...)
+MODEL_FILE = Path("artifacts/model.keras")
+TRAIN_RECORD = Path("artifacts/train.json")
+TRAIN_METRICS = Path("reports/train_metrics.json")
+HISTORY_CSV = Path("reports/history.csv")
+
+
+def train_stage(plan: Plan, root: Path) -> None:
+    """``data/prepared`` -> a trained model, logged to MLflow and registered as a new version.
+
+    Writes ``artifacts/model.keras`` (the registered file, same sha256), ``artifacts/train.json``,
+    ``reports/train_metrics.json`` (DVC metrics) and ``reports/history.csv`` (DVC plots, one row per epoch).
+    """
+    import csv
+
+    from models.build import build_model
+    from models.run_artifacts import history_rows
+    from models.tracking import log_training_run
+    from models.train import train_model
+
+    settings = Settings(root=root)
+    settings.apply_environment()
+    train, val = (Dataset.load(root / PREPARED_DIR, name) for name in ("train", "val"))
+    result = train_model(
+        lambda: build_model(plan.model, train.meta, plan.train), train, val, plan.train, plan.resources
+    )
+    plan_file = settings.plan_path if _is_plan_file(settings.plan_path, plan) else None
+    trained = log_training_run(
+        plan, result, train.meta, plan_path=plan_file, root=root, input_example=train.features[:5],
+        artifact_location=settings.resolved_artifacts_dir.as_uri(), model_dst=root / MODEL_FILE,
+    )  # fmt: skip
+    record = {
+        "run_id": trained.run_id, "model_name": trained.model_name, "version": trained.version,
+        "model_uri": trained.model_uri, "sha256": trained.sha256, "accelerator": result.accelerator,
+        "epochs_run": result.epochs_run, "stopped_by": result.stopped_by, "best_epoch": result.best_epoch,
+        "seconds": round(result.seconds, 3), "samples_per_second": round(result.samples_per_second, 1),
+        "plan_hash": plan.digest(),
+    }  # fmt: skip
+    _write_json(root / TRAIN_RECORD, record)
+    _write_json(root / TRAIN_METRICS, {**result.final_metrics, "epochs_run": result.epochs_run})
+    rows = history_rows(result.history)
+    with (root / HISTORY_CSV).open("w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=list(rows[0]) if rows else ["epoch"])
+        writer.writeheader()
+        writer.writerows(rows)
+    log.info(
+        "train: %d epochs (%s) on %s in %.1f s; val accuracy %s; registered %s version %s (run %s)",
+        result.epochs_run, result.stopped_by, result.accelerator, result.seconds,
+        result.final_metrics.get("final_val_accuracy", "n/a"), trained.model_name, trained.version,
+        trained.run_id,
+    )  # fmt: skip
+
+
+def _is_plan_file(path: Path, plan: Plan) -> bool:
+    """Whether ``path`` holds this very plan (so the run logs the file itself, comments and all)."""
+    try:
+        return path.is_file() and load_plan(path).digest() == plan.digest()
+    except PlanError:
+        return False
+
+
+def _training_errors() -> list[type[Exception]]:
+    from models.errors import AcceleratorError, ModelBuildError  # light: no Keras import
+
+    return [ModelBuildError, AcceleratorError]
+
+
+STAGES["train"] = train_stage
+EXPECTED_ERRORS.extend(_training_errors())
 # --- end of training stages ---
 
 
