@@ -270,3 +270,42 @@ def load_test_split(root: Path) -> Dataset:
             "(run `lifecycle run` or `dvc repro prepare` first)."
         )
     return Dataset.load(folder, "test")
+
+
+def promote_candidate(plan: Plan, root: Path, *, client: Any = None) -> PromotionResult:
+    """The lifecycle flow's gate step: the version the train stage registered (``artifacts/train.json``),
+    judged with the evaluate stage's files (``reports/metrics.json``, ``reports/predictions_test.npz``),
+    promoted when it passes.
+
+    Args:
+        plan: the plan.
+        root: the project root.
+        client: an ``MlflowClient``; None for one on the environment's URIs.
+
+    Returns:
+        The promotion result (``moved`` False when the gate failed; nothing moved then).
+
+    Raises:
+        GateError: the stage files disagree (another model, other test rows).
+    """
+    import json
+
+    from .evaluate import read_predictions
+
+    record = json.loads((root / "artifacts/train.json").read_text())
+    version = str(record["version"])
+    if record.get("model_name", plan.deploy.model_name) != plan.deploy.model_name:
+        raise GateError(
+            f"Expected artifacts/train.json for {plan.deploy.model_name}. Received {record['model_name']}."
+        )
+    test = load_test_split(root)
+    metrics = json.loads((root / "reports/metrics.json").read_text())
+    outputs, _, sample_ids = read_predictions(root / "reports/predictions_test.npz")
+    if sample_ids.tolist() != test.sample_ids.astype(str).tolist():
+        raise GateError(
+            "Expected reports/predictions_test.npz on the rows of data/prepared/test.npz. "
+            "Received other rows (re-run `dvc repro evaluate`)."
+        )
+    return promote_version(
+        plan, version, test, reports_dir=root / "reports", client=client, evaluation=(metrics, outputs)
+    )
