@@ -1,0 +1,201 @@
+"""The prediction service: ``create_app(settings)`` builds it; the lifespan loads the model, never import.
+
+Start-up: resolve ``models:/<name>@<alias>`` (or ``settings.model_uri``) in the registry, download and verify
+the sha256 against the version's record, load the native .keras file with safe mode, build the fast runner,
+warm it with the logged input example, open the prediction store; only then does ``/ready`` say ready.
+A background task re-checks the alias every ``settings.poll_seconds``. Shutdown drains the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from pipeline.plan import Plan, load_plan
+from pipeline.settings import Settings
+from serving.inputs import InputError
+from serving.metrics import ServiceMetrics
+from serving.predictor import Predictor, RegistrySource, load_served_model, parse_model_uri
+from serving.service import Service
+from serving.store import PredictionStore
+
+log = logging.getLogger("lifecycle.serving")
+
+PredictorFactory = Callable[[Settings, Plan], Predictor]
+PREDICT_THREADS = 4
+
+
+def default_predictor(settings: Settings, plan: Plan) -> Predictor:
+    """A predictor following ``settings.model_uri`` or ``models:/<deploy.model_name>@<deploy.alias>``.
+
+    The trained input range comes from the project's reference sample (``data/prepared/reference.npz``)
+    when it matches the model, else from the model's own dataset meta.
+    """
+    uri = settings.model_uri or f"models:/{plan.deploy.model_name}@{plan.deploy.alias}"
+    name, alias, version = parse_model_uri(uri)
+    source = RegistrySource(name, alias=alias, version=version, download_dir=settings.var_dir / "serving")
+    loader = partial(
+        load_served_model,
+        backend=plan.deploy.backend,
+        reference=_reference_features(settings.root),
+        range_tolerance=plan.deploy.range_tolerance,
+    )
+    return Predictor(source, loader, max_batch_size=plan.deploy.max_batch_size)
+
+
+def _reference_features(root: Path) -> Any:
+    from data.dataset import PREPARED_DIR, REFERENCE, Dataset
+
+    directory = root / PREPARED_DIR
+    if not (directory / f"{REFERENCE}.npz").is_file():
+        return None
+    try:
+        return Dataset.load(directory, REFERENCE).features
+    except (OSError, ValueError, KeyError) as error:
+        log.warning("reference sample unreadable, range from the model's meta: %s", error)
+        return None
+
+
+def create_app(
+    settings: Settings, *, plan: Plan | None = None, predictor_factory: PredictorFactory | None = None
+) -> FastAPI:
+    """The FastAPI app. Nothing is loaded until the lifespan starts.
+
+    Args:
+        settings: URLs, paths, API key, limits, poll interval.
+        plan: the plan (its ``deploy`` section); None to read ``settings.plan_path`` at start-up.
+        predictor_factory: builds the predictor; None for ``default_predictor`` (the registry).
+
+    Returns:
+        The app; run it with uvicorn or ``fastapi.testclient.TestClient``.
+    """
+    from serving.routes import router
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.apply_environment()
+        chosen = plan if plan is not None else load_plan(settings.plan_path)
+        factory = predictor_factory or default_predictor
+        service = Service(
+            settings=settings,
+            predictor=factory(settings, chosen),
+            store=PredictionStore(settings.resolved_store_url, queue_size=settings.store_queue_size),
+            metrics=ServiceMetrics(),
+            executor=ThreadPoolExecutor(PREDICT_THREADS, thread_name_prefix="predict"),
+        )
+        app.state.service = service
+        service.metrics.track_store(lambda: service.store.pending)
+        await service.reload()
+        poller = asyncio.create_task(_poll(service, settings.poll_seconds))
+        try:
+            yield
+        finally:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
+            service.close()
+
+    app = FastAPI(
+        title="dl-lifecycle prediction service",
+        description="Serves the registry's champion model; every prediction is logged for monitoring.",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.include_router(router)
+    app.add_exception_handler(InputError, _input_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return app
+
+
+async def _poll(service: Service, seconds: float) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        await service.reload()
+
+
+async def _input_error(request: Request, error: Exception) -> JSONResponse:
+    status = getattr(error, "status", 422)
+    _count_error(request, status, "input")
+    return JSONResponse({"detail": str(error)}, status_code=status)
+
+
+async def _validation_error(request: Request, error: Exception) -> JSONResponse:
+    problems = []
+    for problem in getattr(error, "errors", list)():
+        where = ".".join(str(part) for part in problem.get("loc", ()))
+        problems.append(f"{where}: {problem.get('msg', 'invalid')}")
+    expected = {
+        "/v1/predict": 'a JSON body {"instances": [...]}',
+        "/v1/feedback": 'a JSON body {"request_id": "...", "label": ...}',
+        "/v1/predict/image": "a multipart form with one or more image files in the field 'files'",
+    }.get(request.url.path, "a body as documented at /docs")
+    _count_error(request, 422, "schema")
+    return JSONResponse({"detail": f"{'; '.join(problems)}; expected {expected}"}, status_code=422)
+
+
+def _count_error(request: Request, status: int, kind: str) -> None:
+    service = getattr(request.app.state, "service", None)
+    if service is not None:
+        service.metrics.observe_error(request.url.path, status, kind)
+
+
+class BodyLimit:
+    """Pure ASGI middleware: bodies over ``limit`` bytes get 413 (declared length or counted as they stream)."""
+
+    def __init__(self, app: Any, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or ()).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._too_large(send, f"declared {int(declared)} bytes")
+        received = 0
+        started = False
+
+        async def counting_receive() -> Any:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise _TooLarge
+            return message
+
+        async def tracking_send(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._too_large(send, f"more than {self.limit} bytes streamed")
+
+    async def _too_large(self, send: Any, received: str) -> None:
+        body = f'{{"detail": "request body too large: {received}; expected at most {self.limit} bytes"}}'
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body.encode()})
+
+
+class _TooLarge(Exception):
+    pass

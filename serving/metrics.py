@@ -1,0 +1,76 @@
+"""Prometheus metrics of the service, in a registry of its own (one per app, so tests don't collide).
+
+With several uvicorn workers each process counts its own; scrape each replica (the usual setup behind a
+load balancer) rather than the shared port.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class ServiceMetrics:
+    """Requests, latency, batch sizes, errors, reloads and the served model version."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "lifecycle_requests", "Requests answered, by endpoint and status.", ["endpoint", "status"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "lifecycle_request_latency_seconds", "Time from parsed request to response, by endpoint.",
+            ["endpoint"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.batch_size = Histogram(
+            "lifecycle_batch_size", "Instances per prediction request.", buckets=_BATCH_BUCKETS,
+            registry=self.registry,
+        )  # fmt: skip
+        self.errors = Counter(
+            "lifecycle_errors", "Rejected or failed requests, by endpoint and kind.", ["endpoint", "kind"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.predictions = Counter(
+            "lifecycle_predictions", "Instances predicted, by model version.", ["version"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.model_version = Gauge(
+            "lifecycle_model_version", "The registry version being served (0: none yet).",
+            registry=self.registry,
+        )  # fmt: skip
+        self.model_info = Gauge(
+            "lifecycle_model_info", "1 for the served model.", ["name", "version", "backend"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.reloads = Counter(
+            "lifecycle_model_reloads", "Registry checks, by outcome (swapped, unchanged, failed).", ["outcome"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.store_pending = Gauge(
+            "lifecycle_store_pending", "Prediction records queued, not yet written.", registry=self.registry
+        )
+
+    def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
+        self.requests.labels(endpoint, str(status)).inc()
+        self.latency.labels(endpoint).observe(seconds)
+
+    def observe_error(self, endpoint: str, status: int, kind: str) -> None:
+        self.requests.labels(endpoint, str(status)).inc()
+        self.errors.labels(endpoint, kind).inc()
+
+    def set_model(self, name: str, version: str, backend: str) -> None:
+        self.model_info.clear()
+        self.model_info.labels(name, version, backend).set(1)
+        self.model_version.set(float(version) if version.isdigit() else 0)
+
+    def track_store(self, pending: Callable[[], int]) -> None:
+        self.store_pending.set_function(pending)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,160 @@
+"""What one running service holds, and the work of a request done off the event loop.
+
+A request reads ``predictor.current`` once and passes that model down: validation, the model call, the
+response and the stored records all use the same version, even if a reload swaps in another meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from pipeline.settings import Settings
+from serving.inputs import InputError, check_range, decode_image, image_geometry
+from serving.metrics import ServiceMetrics
+from serving.predictor import Predictor, ServedModel, format_outputs
+from serving.store import PredictionRecord, PredictionStore
+
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+class NotReadyError(RuntimeError):
+    """No model loaded yet (start-up, or the registry has no version under the alias)."""
+
+
+@dataclass
+class Service:
+    settings: Settings
+    predictor: Predictor
+    store: PredictionStore
+    metrics: ServiceMetrics
+    executor: ThreadPoolExecutor
+    reload_executor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="reload")
+    )
+
+    def model(self) -> ServedModel:
+        """The model answering now; raises NotReadyError before one is loaded."""
+        current = self.predictor.current
+        if current is None:
+            raise NotReadyError(self.predictor.last_error or "the model is still loading")
+        return current
+
+    async def run(self, function: Any, *args: Any) -> Any:
+        """``function(*args)`` on the prediction threads, off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
+
+    async def reload(self) -> bool:
+        """Check the registry now (on the reload thread); True when a new version was swapped in."""
+        changed = await asyncio.get_running_loop().run_in_executor(self.reload_executor, self.predictor.refresh)
+        current = self.predictor.current
+        if changed and current is not None:
+            self.metrics.set_model(current.name, current.version, current.backend)
+        self.metrics.reloads.labels(
+            "swapped" if changed else "failed" if self.predictor.last_error else "unchanged"
+        ).inc()
+        return changed
+
+    # --- work done on the prediction threads ------------------------------------------------------------
+
+    def answer_instances(self, instances: Any, model: ServedModel, started: float) -> tuple[bytes, int]:
+        """Validate JSON instances, predict, record, and return (response body, batch size)."""
+        batch = self.predictor.validate(instances, model)
+        return self._answer(batch, model, started), len(batch)
+
+    def answer_images(self, files: list[bytes], model: ServedModel, started: float) -> tuple[bytes, int]:
+        """Decode uploaded images exactly as training did, then predict like ``answer_instances``."""
+        size, mode = image_geometry(model.meta)
+        if not files:
+            raise InputError("files: expected at least one image file, got none")
+        if len(files) > self.predictor.max_batch_size:
+            raise InputError(
+                f"files: expected at most {self.predictor.max_batch_size} images per request, got {len(files)}"
+            )
+        images = []
+        for index, content in enumerate(files):
+            try:
+                images.append(decode_image(content, size, mode).reshape(model.meta.input_shape))
+            except InputError as error:
+                raise InputError(f"files[{index}]: {error}", error.status) from None
+        batch = np.stack(images)
+        check_range(batch, model.feature_range)
+        return self._answer(batch, model, started), len(batch)
+
+    def _answer(self, batch: np.ndarray, model: ServedModel, started: float) -> bytes:
+        outputs = model.outputs(batch)
+        items = format_outputs(outputs, model.meta)
+        request_id = uuid.uuid4().hex
+        ids = [request_id] if len(items) == 1 else [f"{request_id}-{i}" for i in range(len(items))]
+        latency_ms = (time.perf_counter() - started) * 1000
+        records = []
+        for item, instance, rid in zip(items, batch, ids, strict=True):
+            item["request_id"] = rid
+            predicted = item["value"] if model.regression else item["class_id"]
+            records.append(
+                PredictionRecord(
+                    request_id=rid,
+                    model_version=model.version,
+                    model_name=model.name,
+                    features=instance,
+                    predicted=predicted,
+                    confidence=item.get("confidence", math.nan),
+                    latency_ms=latency_ms,
+                )
+            )
+        self.store.record_predictions(records)  # blocks while the store's queue is full: slows, never drops
+        self.metrics.predictions.labels(model.version).inc(len(records))
+        body = {
+            "model_name": model.name,
+            "model_version": model.version,
+            "request_id": request_id,
+            "predictions": items,
+        }
+        return orjson.dumps(body, option=_JSON_OPTIONS)
+
+    def feedback(self, request_id: str, label: int | float | str) -> float:
+        """Check and store a true label for an answered prediction; returns the label as stored.
+
+        Raises:
+            InputError: unknown request id (404) or a label the model can't have (422).
+        """
+        self.store.flush()  # the prediction may still be queued
+        found = self.store.find(request_id)
+        if found is None:
+            raise InputError(
+                f"request_id {request_id!r}: no such prediction; expected the request_id of a prediction "
+                "this service answered",
+                status=404,
+            )
+        meta = self.predictor.current.meta if self.predictor.current else None
+        value = _label_value(label, meta.classes if meta and meta.task == "classification" else None)
+        self.store.record_feedback(request_id, value)
+        return value
+
+    def close(self) -> None:
+        self.reload_executor.shutdown(wait=True, cancel_futures=True)
+        self.executor.shutdown(wait=True)
+        self.store.close()  # drains every queued record
+
+
+def _label_value(label: int | float | str, classes: list[str] | None) -> float:
+    if classes is None:
+        if isinstance(label, str) or not math.isfinite(label):
+            raise InputError(f"label: expected a finite number (regression target), got {label!r}")
+        return float(label)
+    if isinstance(label, str):
+        if label not in classes:
+            raise InputError(f"label: expected a class name in {classes} or a class id, got {label!r}")
+        return float(classes.index(label))
+    valid = not isinstance(label, bool) and math.isfinite(label) and float(label) == int(label)
+    if not valid or not 0 <= int(label) < len(classes):
+        raise InputError(f"label: expected a class id 0..{len(classes) - 1} or a class name, got {label!r}")
+    return float(int(label))
