@@ -151,7 +151,7 @@ def _count_error(request: Request, status: int, kind: str) -> None:
 
 
 class BodyLimit:
-    """Pure ASGI middleware: bodies over ``limit`` bytes get 413 (declared length or counted as they stream)."""
+    """Pure ASGI middleware: a body over ``limit`` bytes gets 413 (declared, or counted as it streams)."""
 
     def __init__(self, app: Any, limit: int):
         self.app = app

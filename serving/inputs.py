@@ -126,7 +126,8 @@ def to_batch(instances: Any, input_shape: list[int], max_batch_size: int) -> np.
     if not finite.all():
         row, *where = (int(i) for i in np.argwhere(~finite)[0])
         raise InputError(
-            f"instances[{row}]: {batch[(row, *where)]} at {where}; expected finite numbers (no NaN or infinity)"
+            f"instances[{row}]: {batch[(row, *where)]} at {where}; "
+            "expected finite numbers (no NaN or infinity)"
         )
     return batch
 
@@ -146,7 +147,8 @@ def check_range(batch: np.ndarray, feature_range: FeatureRange | None) -> None:
         row, *where = (int(i) for i in np.argwhere(outside)[0])
         index = tuple(where) if np.ndim(low) else ()
         raise InputError(
-            f"instances[{row}]: value {float(batch[(row, *where)]):g} at {where} is outside the trained range "
+            f"instances[{row}]: value {float(batch[(row, *where)]):g} at {where} is outside "
+            "the trained range "
             f"[{float(np.asarray(low)[index]):g}, {float(np.asarray(high)[index]):g}] "
             f"({feature_range.origin}, with tolerance); expected inputs like the training data"
         )

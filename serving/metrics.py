@@ -49,7 +49,7 @@ class ServiceMetrics:
             registry=self.registry,
         )  # fmt: skip
         self.reloads = Counter(
-            "lifecycle_model_reloads", "Registry checks, by outcome (swapped, unchanged, failed).", ["outcome"],
+            "lifecycle_model_reloads", "Registry checks by outcome: swapped, unchanged, failed.", ["outcome"],
             registry=self.registry,
         )  # fmt: skip
         self.store_pending = Gauge(

@@ -27,7 +27,7 @@ BACKENDS = ("auto", "onnx", "keras")
 
 
 class ModelLoadError(RuntimeError):
-    """A version that can't be served (missing, hash mismatch, unsafe or broken file); the message says why."""
+    """A version that can't be served (missing, hash mismatch, unsafe or broken file); says why."""
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,9 @@ def load_served_model(
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as error:  # noqa: BLE001 - any load failure: report, keep serving the old one
-        raise ModelLoadError(f"{resolved.name} v{resolved.version}: can't load {path} safely: {error}") from None
+        raise ModelLoadError(
+            f"{resolved.name} v{resolved.version}: can't load {path} safely: {error}"
+        ) from None
     example = np.asarray(resolved.input_example, dtype="float32")
     if example.ndim == len(resolved.meta.input_shape):
         example = example[None]

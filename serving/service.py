@@ -54,7 +54,9 @@ class Service:
 
     async def reload(self) -> bool:
         """Check the registry now (on the reload thread); True when a new version was swapped in."""
-        changed = await asyncio.get_running_loop().run_in_executor(self.reload_executor, self.predictor.refresh)
+        changed = await asyncio.get_running_loop().run_in_executor(
+            self.reload_executor, self.predictor.refresh
+        )
         current = self.predictor.current
         if changed and current is not None:
             self.metrics.set_model(current.name, current.version, current.backend)
@@ -77,7 +79,8 @@ class Service:
             raise InputError("files: expected at least one image file, got none")
         if len(files) > self.predictor.max_batch_size:
             raise InputError(
-                f"files: expected at most {self.predictor.max_batch_size} images per request, got {len(files)}"
+                f"files: expected at most {self.predictor.max_batch_size} images per request, "
+                f"got {len(files)}"
             )
         images = []
         for index, content in enumerate(files):

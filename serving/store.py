@@ -92,7 +92,9 @@ class PredictionStore:
     def record_predictions(self, rows: list[PredictionRecord]) -> None:
         """Queue predictions for writing; blocks while the queue is full (never drops)."""
         if self._closed:
-            raise RuntimeError("Expected an open PredictionStore. Received: record_predictions after close().")
+            raise RuntimeError(
+                "Expected an open PredictionStore. Received: record_predictions after close()."
+            )
         for row in rows:
             self._queue.put(("prediction", row))
 
@@ -198,7 +200,7 @@ class PredictionStore:
         return frame
 
     def find(self, request_id: str) -> dict[str, Any] | None:
-        """One prediction by request id (the latest, if sent twice), with its feedback label; None if unknown."""
+        """One prediction by request id (the latest if sent twice), with its feedback; None if unknown."""
         query = (
             sa.select(predictions_table)
             .where(predictions_table.c.request_id == request_id)
@@ -278,6 +280,9 @@ def _predicted(rows: list[dict[str, Any]]) -> np.ndarray:
     if rows and all(row["predicted_class"] is not None for row in rows):
         return np.array([row["predicted_class"] for row in rows], dtype="int64")
     return np.array(
-        [row["predicted_class"] if row["predicted_value"] is None else row["predicted_value"] for row in rows],
+        [
+            row["predicted_class"] if row["predicted_value"] is None else row["predicted_value"]
+            for row in rows
+        ],
         dtype="float64",
     )

@@ -142,7 +142,9 @@ def make_client(tmp_path: Path, serving_plan: Plan, local_models) -> Iterator[Ca
 
             return Predictor(source, loader, max_batch_size=plan.deploy.max_batch_size)
 
-        client = TestClient(create_app(settings, plan=plan, predictor_factory=factory), client=("127.0.0.1", 5))
+        client = TestClient(
+            create_app(settings, plan=plan, predictor_factory=factory), client=("127.0.0.1", 5)
+        )
         client.__enter__()
         clients.append(client)
         return client
@@ -171,7 +173,9 @@ class RegistryEnv:
 
 
 @pytest.fixture(scope="session")
-def registry_env(tmp_path_factory: pytest.TempPathFactory, serving_meta: DatasetMeta) -> Iterator[RegistryEnv]:
+def registry_env(
+    tmp_path_factory: pytest.TempPathFactory, serving_meta: DatasetMeta
+) -> Iterator[RegistryEnv]:
     """A real MLflow registry (sqlite under tmp) with two trained versions of ``tiny-served``; champion v1."""
     import mlflow
 
@@ -182,7 +186,9 @@ def registry_env(tmp_path_factory: pytest.TempPathFactory, serving_meta: Dataset
     root = tmp_path_factory.mktemp("registry-root")
     plan_path = write_plan(root, max_batch_size=64)
     plan = parse_plan(yaml.safe_load(plan_path.read_text()), plan_path)
-    saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "PREFECT_HOME")}
+    saved = {
+        name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "PREFECT_HOME")
+    }
     settings = Settings(root=root, var_dir=root / "var")
     settings.apply_environment()
     train, val = serving_dataset(150, 1, serving_meta), serving_dataset(45, 2, serving_meta)
@@ -190,7 +196,11 @@ def registry_env(tmp_path_factory: pytest.TempPathFactory, serving_meta: Dataset
     for seed in (7, 8):
         train_plan = plan.train.model_copy(update={"seed": seed})
         result = train_model(
-            lambda tp=train_plan: build_model(plan.model, serving_meta, tp), train, val, train_plan, plan.resources
+            lambda tp=train_plan: build_model(plan.model, serving_meta, tp),
+            train,
+            val,
+            train_plan,
+            plan.resources,
         )
         trained = log_training_run(
             plan,
@@ -209,7 +219,9 @@ def registry_env(tmp_path_factory: pytest.TempPathFactory, serving_meta: Dataset
         "LIFECYCLE_TRACKING_URI": settings.resolved_tracking_uri,
         "LIFECYCLE_PLAN_PATH": str(plan_path),
     }
-    yield RegistryEnv(root, settings, environment, plan.deploy.model_name, versions, serving_dataset(40, 3, serving_meta))
+    yield RegistryEnv(
+        root, settings, environment, plan.deploy.model_name, versions, serving_dataset(40, 3, serving_meta)
+    )
     for name, value in saved.items():
         if value is None:
             os.environ.pop(name, None)
