@@ -174,6 +174,33 @@ def _training_errors() -> list[type[Exception]]:
 
 STAGES["train"] = train_stage
 EXPECTED_ERRORS.extend(_training_errors())
+EVALUATION_DIR = Path("reports")
+
+
+def evaluate_stage(plan: Plan, root: Path) -> None:
+    """The trained model on the test split -> ``reports/metrics.json`` (DVC metrics: test metrics, latency,
+    size, per_class), ``reports/confusion.csv`` (DVC plots) and ``reports/predictions_test.npz`` (the test
+    outputs the gate compares with the champion's, row by row)."""
+    import keras
+
+    from models.evaluate import evaluate_model, write_evaluation
+
+    test = Dataset.load(root / PREPARED_DIR, "test")
+    model = keras.saving.load_model(root / MODEL_FILE)
+    metrics, outputs = evaluate_model(model, test, root / MODEL_FILE)
+    classes = test.meta.classes if test.meta.task == "classification" else []
+    write_evaluation(
+        root / EVALUATION_DIR, metrics, classes=classes, y_true=test.labels, outputs=outputs,
+        sample_ids=test.sample_ids,
+    )  # fmt: skip
+    headline = {k: round(v, 4) for k, v in metrics.items() if k in ("accuracy", "macro_f1", "mae", "mse")}
+    log.info(
+        "evaluate: %d test samples %s; p50 latency %.3f ms (batch 1); %.3f MB",
+        len(test), headline, metrics["latency_p50_ms_batch1"], metrics["model_size_mb"],
+    )  # fmt: skip
+
+
+STAGES["evaluate"] = evaluate_stage
 # --- end of training stages ---
 
 
