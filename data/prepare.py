@@ -44,16 +44,20 @@ def split_dataset(dataset: Dataset, split: SplitSection, task: str, file: str) -
     index = np.arange(len(dataset))
     labels = dataset.labels if task == "classification" else None
     try:
-        rest, test = train_test_split(index, test_size=split.test, random_state=split.seed, stratify=labels)
-        val_share = split.val / (split.train + split.val)
+        # Whole counts, so float fractions (0.15 / 0.85 * 85 = 15.000000000000002) can't round up a sample.
+        n_test, n_val = round(len(index) * split.test), round(len(index) * split.val)
+        rest, test = train_test_split(index, test_size=n_test, random_state=split.seed, stratify=labels)
         rest_labels = None if labels is None else labels[rest]
-        train, val = train_test_split(
-            rest, test_size=val_share, random_state=split.seed, stratify=rest_labels
-        )
+        train, val = train_test_split(rest, test_size=n_val, random_state=split.seed, stratify=rest_labels)
     except ValueError as error:
         counts = ""
         if labels is not None:
-            counts = f" (samples per class: {dict(zip(*np.unique(labels, return_counts=True), strict=True))})"
+            values, sizes = np.unique(labels, return_counts=True)
+            names = dataset.meta.classes
+            shown = ", ".join(
+                f"{names[v]!r}: {n}" for v, n in zip(values.tolist(), sizes.tolist(), strict=True)
+            )
+            counts = f" (samples per class: {shown})"
         fractions = f"{split.train:g}/{split.val:g}/{split.test:g}"
         detail = f"can't split {len(dataset)} samples {fractions}{counts}: {error}"
         raise DataValidationError(file, [("split", detail)]) from None

@@ -78,7 +78,7 @@ def load_table(path: Path, data: DataSection) -> Dataset:
         classes: list[str] = []
         label_array = labels.to_numpy(dtype=np.float32)
     else:
-        names = [_label_name(value) for value in column.where(~empty, None)]
+        names = [None if gap else _label_name(value) for value, gap in zip(column, empty, strict=True)]
         classes, label_array = _class_ids(names, data.classes, path, target)
     meta = DatasetMeta(
         source=data.source,

@@ -82,15 +82,15 @@ def validate_dataset(dataset: Dataset, data: DataSection, file: str, *, labeled:
         problems.append(("non-finite values", f"{bad.size} samples hold NaN or inf: {where(bad, ids)}"))
     bounds = feature_range(dataset.meta.source)
     if bounds is not None:
-        with np.errstate(invalid="ignore"):
-            outside = np.flatnonzero(((flat < bounds[0]) | (flat > bounds[1])).any(axis=1))
+        finite = np.where(np.isfinite(flat), flat, bounds[0])  # NaN/inf are reported above
+        outside = np.flatnonzero(((finite < bounds[0]) | (finite > bounds[1])).any(axis=1))
         if outside.size:
             problems.append(
                 (
                     "value range",
                     f"expected features in [{bounds[0]:g}, {bounds[1]:g}] for {dataset.meta.source}, "
                     f"{outside.size} samples fall outside "
-                    f"(min {np.nanmin(flat):g}, max {np.nanmax(flat):g}): "
+                    f"(min {finite.min():g}, max {finite.max():g}): "
                     f"{where(outside, ids)}",
                 )
             )
@@ -175,7 +175,8 @@ def _min_per_class(dataset: Dataset, data: DataSection) -> list[tuple[str, str]]
         if len(dataset) < minimum:
             return [("min samples", f"expected at least {minimum} samples, got {len(dataset)}")]
         return []
-    counts = np.bincount(dataset.labels[dataset.labels >= 0], minlength=dataset.meta.num_classes)
+    k = dataset.meta.num_classes
+    counts = np.bincount(dataset.labels[(dataset.labels >= 0) & (dataset.labels < k)], minlength=k)
     short = [f"{dataset.meta.classes[i]!r}: {n}" for i, n in enumerate(counts) if n < minimum]
     if short:
         return [
