@@ -121,7 +121,8 @@ def to_batch(instances: Any, input_shape: list[int], max_batch_size: int) -> np.
             f"instances: expected each instance of shape {shape} (the model's input), "
             f"got {list(array.shape[1:])}"
         )
-    batch = array.astype("float32")
+    with np.errstate(over="ignore"):  # beyond float32: becomes inf, rejected just below
+        batch = array.astype("float32")
     finite = np.isfinite(batch)
     if not finite.all():
         row, *where = (int(i) for i in np.argwhere(~finite)[0])

@@ -72,13 +72,32 @@ def serving_plan() -> Plan:
     return parse_plan(PLAN, "serving-plan.yaml")
 
 
+def save_resolved(model: Any, meta: DatasetMeta, folder: Path, version: str, example: np.ndarray) -> Any:
+    """Save ``model`` as ``folder/v<version>/model.keras`` and describe it like the registry does."""
+    from models.registry import ResolvedModel, file_sha256
+
+    path = folder / f"v{version}" / "model.keras"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    return ResolvedModel(
+        name="tiny-served",
+        version=version,
+        run_id=f"run-{version}",
+        alias="champion",
+        model_path=path,
+        sha256=file_sha256(path),
+        meta=meta,
+        input_example=example,
+        metrics={"accuracy": 0.9},
+    )
+
+
 @pytest.fixture(scope="session")
 def local_models(tmp_path_factory: pytest.TempPathFactory, serving_meta: DatasetMeta, serving_plan: Plan):
     """{"1": ResolvedModel, "2": ResolvedModel}: two differently seeded real models as .keras files."""
     import keras
 
     from models.build import build_model
-    from models.registry import ResolvedModel, file_sha256
 
     folder = tmp_path_factory.mktemp("local-models")
     example = serving_dataset(3, 0, serving_meta).features
@@ -86,21 +105,27 @@ def local_models(tmp_path_factory: pytest.TempPathFactory, serving_meta: Dataset
     for version in ("1", "2"):
         keras.utils.set_random_seed(int(version))
         model = build_model(serving_plan.model, serving_meta, serving_plan.train)
-        path = folder / f"v{version}" / "model.keras"
-        path.parent.mkdir()
-        model.save(path)
-        resolved[version] = ResolvedModel(
-            name="tiny-served",
-            version=version,
-            run_id=f"run-{version}",
-            alias="champion",
-            model_path=path,
-            sha256=file_sha256(path),
-            meta=serving_meta,
-            input_example=example,
-            metrics={"accuracy": 0.9},
-        )
+        resolved[version] = save_resolved(model, serving_meta, folder, version, example)
     return resolved
+
+
+_SERVED: dict[tuple[str, str, str], Any] = {}
+
+
+def cached_loader(backend: str, work_dir: Path) -> Callable[[Any], Any]:
+    """``load_served_model`` memoised per (file, backend) for the session: route tests share loaded models
+    (they are immutable), so each version is loaded and exported once."""
+    from serving.predictor import load_served_model
+
+    def load(resolved: Any) -> Any:
+        key = (str(resolved.model_path), resolved.sha256, backend)
+        if key not in _SERVED:
+            _SERVED[key] = load_served_model(
+                resolved, backend=backend, work_dir=work_dir / f"{resolved.version}-{backend}"
+            )
+        return _SERVED[key]
+
+    return load
 
 
 @dataclass
@@ -125,7 +150,7 @@ def make_client(tmp_path: Path, serving_plan: Plan, local_models) -> Iterator[Ca
     from fastapi.testclient import TestClient
 
     from serving.app import create_app
-    from serving.predictor import Predictor, load_served_model
+    from serving.predictor import Predictor
 
     clients = []
 
@@ -135,11 +160,7 @@ def make_client(tmp_path: Path, serving_plan: Plan, local_models) -> Iterator[Ca
         settings = Settings(root=tmp_path, var_dir=tmp_path / "var", **fields)
 
         def factory(settings: Settings, plan: Plan) -> Predictor:
-            def loader(resolved: Any) -> Any:
-                return load_served_model(
-                    resolved, backend=backend, work_dir=tmp_path / f"onnx-{resolved.version}"
-                )
-
+            loader = cached_loader(backend, tmp_path)
             return Predictor(source, loader, max_batch_size=plan.deploy.max_batch_size)
 
         client = TestClient(
@@ -227,3 +248,13 @@ def registry_env(
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+@pytest.fixture
+def make_source(local_models) -> Callable[..., LocalSource]:
+    """``make_source(version="1", models=None)`` -> a LocalSource (test modules can't import conftest)."""
+
+    def make(version: str | None = "1", models: dict[str, Any] | None = None) -> LocalSource:
+        return LocalSource(models or local_models, version=version)
+
+    return make
