@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -157,3 +158,59 @@ def test_accelerator_choice():
     assert (
         Accelerator(kind="gpu", devices=2, mixed_precision=True).describe() == "gpu x2 mirrored+mixed_float16"
     )
+
+
+@pytest.mark.integration
+def test_train_stage_writes_its_outputs_and_registers(
+    tiny_splits, tiny_plan_path, mlflow_env, monkeypatch, capsys
+):
+    import csv
+    import json
+
+    import mlflow
+
+    from models.lineage import file_sha256
+    from pipeline import stages
+
+    root = tiny_plan_path.parent
+    monkeypatch.setenv("LIFECYCLE_ROOT", str(root))
+    for name in ("train", "val"):
+        tiny_splits[name].save(root / "data" / "prepared", name)
+
+    assert stages.main(["train", "--plan", str(tiny_plan_path)]) == 0
+
+    record = json.loads((root / "artifacts" / "train.json").read_text())
+    assert record["model_name"] == "tiny-model" and record["version"] == "1"
+    assert record["epochs_run"] == 3 and record["stopped_by"] == "epochs" and record["accelerator"] == "cpu"
+    assert file_sha256(root / "artifacts" / "model.keras") == record["sha256"]
+    version = mlflow.MlflowClient().get_model_version("tiny-model", "1")
+    assert version.tags["model_sha256"] == record["sha256"] and version.run_id == record["run_id"]
+    metrics = json.loads((root / "reports" / "train_metrics.json").read_text())
+    assert metrics["epochs_run"] == 3 and 0 <= metrics["final_val_accuracy"] <= 1
+    with (root / "reports" / "history.csv").open() as stream:
+        rows = list(csv.DictReader(stream))
+    assert [row["epoch"] for row in rows] == ["1", "2", "3"] and "val_loss" in rows[0]
+    assert "epoch 3/3" in capsys.readouterr().out
+    # The run logged the plan file itself (it is the plan the stage ran).
+    plan_copy = mlflow.artifacts.download_artifacts(run_id=record["run_id"], artifact_path="plan.yaml")
+    assert Path(plan_copy).read_text() == tiny_plan_path.read_text()
+
+
+def test_train_stage_reports_a_bad_model_without_a_traceback(
+    tiny_splits, tiny_plan_path, monkeypatch, capsys
+):
+    from pipeline import stages
+
+    root = tiny_plan_path.parent
+    monkeypatch.setenv("LIFECYCLE_ROOT", str(root))
+    monkeypatch.setenv("LIFECYCLE_VAR_DIR", str(root / "var"))
+    for name in ("train", "val"):
+        tiny_splits[name].save(root / "data" / "prepared", name)
+    tiny_plan_path.write_text(tiny_plan_path.read_text().replace("units: 3", "units: 5"))
+
+    assert stages.main(["train", "--plan", str(tiny_plan_path)]) == 2
+
+    error = capsys.readouterr().err
+    assert "stage train failed:" in error
+    assert "model.layers[3]: Expected the model's output shape (None, 3)" in error
+    assert "Traceback" not in error
