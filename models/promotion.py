@@ -201,16 +201,18 @@ def promote_version(
     outcome = gate_version(plan, version, test, reports_dir=reports_dir, client=client, evaluation=evaluation)
     if not outcome.verdict.passed:
         return PromotionResult(str(version), False, outcome, [])
-    entries = [
-        registry.mark_challenger(
-            client,
-            name,
-            version,
-            outcome.verdict,
-            report_ref=outcome.report_ref,
-            alias=plan.deploy.challenger_alias,
+    entries = []
+    if registry.alias_version(name, plan.deploy.challenger_alias, client=client) != str(version):
+        entries.append(
+            registry.mark_challenger(
+                client,
+                name,
+                version,
+                outcome.verdict,
+                report_ref=outcome.report_ref,
+                alias=plan.deploy.challenger_alias,
+            )  # fmt: skip
         )
-    ]
     if registry.alias_version(name, plan.deploy.alias, client=client) != str(version):
         entries.append(
             registry.promote(

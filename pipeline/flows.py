@@ -175,6 +175,49 @@ def resolve_plan_path(plan_path: str | Path, settings: Settings) -> Path:
     return path
 
 
+# --- training, testing and registry (issue 3) ---
+TRAINING_STAGES = ("train", "evaluate")
+
+
+@task(name="gate-and-promote", cache_policy=NO_CACHE)
+def gate_and_promote(plan: Plan, settings: Settings) -> dict[str, Any]:
+    """Gate the version the train stage registered (with the evaluate stage's files); promote it on a pass.
+
+    A failing gate is an expected outcome, not an error: the task completes, nothing is moved, and the
+    result says so (``passed`` False); the flow then ends there and ``lifecycle run`` exits 1.
+
+    Returns:
+        ``{"version", "passed", "moved", "champion", "report", "report_ref", "failures"}``.
+    """
+    from models.promotion import promote_candidate
+
+    settings.apply_environment()
+    result = promote_candidate(plan, settings.root)
+    gate = result.gate
+    assert gate is not None  # never forced here
+    for check in gate.verdict.checks:
+        value = "n/a" if check.value is None else f"{check.value:.4g}"
+        status = "pass" if check.passed else "FAIL"
+        log.info("gate: [%s] %s = %s (%s %g) %s", status, check.name, value, check.direction, check.threshold,
+                 check.detail)  # fmt: skip
+    for note in gate.verdict.diagnosis.notes:
+        log.info("gate: diagnosis: %s", note)
+    alias, where = plan.deploy.alias, gate.files["markdown"]
+    if result.moved:
+        log.info("gate: v%s PASSED; %s is v%s (report %s)", result.version, alias, result.version, where)
+    else:
+        log.warning("gate: v%s FAILED; %s not moved (report %s)", result.version, alias, where)
+    return {
+        "version": result.version,
+        "passed": gate.verdict.passed,
+        "moved": result.moved,
+        "champion": gate.verdict.champion_version if not result.moved else result.version,
+        "report": str(gate.files["markdown"]),
+        "report_ref": gate.report_ref,
+        "failures": [check.name for check in gate.verdict.failures],
+    }
+
+
 @flow(name="lifecycle", log_prints=False)
 def lifecycle(plan_path: str = "plan.yaml") -> LifecycleSummary:
     """The lifecycle on one plan: viability, then the data stages (and, as they land, the later phases).
@@ -196,6 +239,13 @@ def lifecycle(plan_path: str = "plan.yaml") -> LifecycleSummary:
     stages = [run_dvc_stage(stage, settings.root) for stage in DATA_STAGES]
 
     # --- training, testing and registry (issue 3) ---
+    stages += [run_dvc_stage(stage, settings.root) for stage in TRAINING_STAGES]
+    extra: dict[str, Any] = {"gate": gate_and_promote(plan, settings)}
+    if not extra["gate"]["passed"]:  # ends here: the verdict is in the result, no alias moved
+        return LifecycleSummary(
+            plan_path=path, plan_digest=plan.digest(), viability=report, stages=stages,
+            seconds=time.perf_counter() - started, extra=extra,
+        )  # fmt: skip
 
     # --- deployment (issue 4) ---
 
@@ -205,4 +255,5 @@ def lifecycle(plan_path: str = "plan.yaml") -> LifecycleSummary:
         viability=report,
         stages=stages,
         seconds=time.perf_counter() - started,
+        extra=extra,
     )
