@@ -197,13 +197,12 @@ def test_train_stage_writes_its_outputs_and_registers(
 
 
 def test_train_stage_reports_a_bad_model_without_a_traceback(
-    tiny_splits, tiny_plan_path, monkeypatch, capsys
+    tiny_splits, tiny_plan_path, mlflow_env, monkeypatch, capsys
 ):
     from pipeline import stages
 
     root = tiny_plan_path.parent
     monkeypatch.setenv("LIFECYCLE_ROOT", str(root))
-    monkeypatch.setenv("LIFECYCLE_VAR_DIR", str(root / "var"))
     for name in ("train", "val"):
         tiny_splits[name].save(root / "data" / "prepared", name)
     tiny_plan_path.write_text(tiny_plan_path.read_text().replace("units: 3", "units: 5"))
