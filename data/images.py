@@ -54,8 +54,8 @@ def load_image_folder(directory: Path, data: DataSection) -> Dataset:
     for path in files:
         relative = path.relative_to(directory).as_posix()
         try:
-            with Image.open(path) as image:
-                image = image.convert(mode)
+            with Image.open(path) as opened:
+                image = opened.convert(mode)
                 if size is not None and image.size != size:
                     image = image.resize(size, Image.Resampling.BILINEAR)
                 arrays.append(np.asarray(image, dtype=np.float32))

@@ -82,7 +82,8 @@ def resolve_labels(
         assert value is not None
         votes.setdefault(a.sample_id, {})[a.annotator or f"#{index}"] = value
     labels: dict[str, int | float] = {}
-    conflicts, ties = [], []
+    conflicts: list[dict[str, Any]] = []
+    ties: list[dict[str, Any]] = []
     for sample_id, by_annotator in votes.items():
         values = list(by_annotator.values())
         if task == "regression":

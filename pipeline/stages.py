@@ -62,7 +62,7 @@ def label_stage(plan: Plan, root: Path) -> None:
         )
     _warn_undeclared("label", labeling.annotations, root)
     annotations = [a for name in labeling.annotations for a in read_annotations(_resolve(name, root), name)]
-    raw = Dataset.load(root / RAW_DIR, SAMPLES)
+    raw = _load_input(root, RAW_DIR, SAMPLES, "collect")
     file = (LABELED_DIR / f"{SAMPLES}.npz").as_posix()
     result = label_dataset(raw, annotations, plan.data, file)
     result.labeled.save(root / LABELED_DIR, SAMPLES)
@@ -84,7 +84,7 @@ def prepare_stage(plan: Plan, root: Path) -> None:
     from data.prepare import prepare
     from data.validate import validate_dataset, validate_splits
 
-    labeled = Dataset.load(root / LABELED_DIR, SAMPLES)
+    labeled = _load_input(root, LABELED_DIR, SAMPLES, "label")
     validate_dataset(labeled, plan.data, (LABELED_DIR / f"{SAMPLES}.npz").as_posix(), labeled=True)
     result = prepare(labeled, plan.data, PREPARED_DIR.as_posix())
     validate_splits({name: result.splits[name] for name in ("train", "val", "test")}, PREPARED_DIR.as_posix())
@@ -101,8 +101,14 @@ STAGES: dict[str, StageFunction] = {
     "label": label_stage,
     "prepare": prepare_stage,
 }
+
+
+class MissingInputError(FileNotFoundError):
+    """A stage's input files are not there: the stage before it has not run."""
+
+
 # Errors a stage reports as a message (exit 2) rather than a traceback.
-EXPECTED_ERRORS: list[type[Exception]] = [PlanError, SourceError, DataValidationError]
+EXPECTED_ERRORS: list[type[Exception]] = [PlanError, SourceError, DataValidationError, MissingInputError]
 
 # --- training stages (issue 3) ---
 # Register `train` and `evaluate` here: STAGES["train"] = train_stage; EXPECTED_ERRORS.append(...)
@@ -202,6 +208,17 @@ def evaluate_stage(plan: Plan, root: Path) -> None:
 
 STAGES["evaluate"] = evaluate_stage
 # --- end of training stages ---
+
+
+def _load_input(root: Path, directory: Path, name: str, producer: str) -> Dataset:
+    missing = [
+        p.as_posix() for p in (directory / f"{name}.npz", directory / "meta.json") if not (root / p).is_file()
+    ]
+    if missing:
+        raise MissingInputError(
+            f"{', '.join(missing)} not found: run the {producer} stage first (dvc repro {producer})"
+        )
+    return Dataset.load(root / directory, name)
 
 
 def _write_json(path: Path, content: dict[str, Any]) -> None:

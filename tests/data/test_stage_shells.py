@@ -122,3 +122,11 @@ def test_undeclared_source_path_is_warned_about(project, write_image, caplog):
 
 def test_the_registry_holds_the_data_stages():
     assert {"collect", "label", "prepare"} <= set(STAGES)
+
+
+def test_a_stage_before_its_input_exists_says_what_to_run(project, capsys):
+    _write_plan(project)
+    assert main(["prepare"]) == 2
+    err = capsys.readouterr().err
+    assert "data/labeled/samples.npz, data/labeled/meta.json not found: run the label stage first" in err
+    assert "Traceback" not in err
