@@ -220,7 +220,8 @@ def deduplicate(dataset: Dataset, data: DataSection, file: str) -> tuple[Dataset
         drop.extend(group[1:].tolist())
     if conflicts:
         detail = (
-            f"{len(conflicts)} groups of identical samples carry different labels: {listing(conflicts, 5)}"
+            f"{len(conflicts)} groups of identical samples carry different labels: {listing(conflicts, 5)}; "
+            "give them one label in a data.labeling.annotations file"
         )
         raise DataValidationError(file, [("conflicting duplicates", detail)])
     keep = np.ones(len(dataset), dtype=bool)

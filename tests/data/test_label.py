@@ -196,3 +196,17 @@ def test_class_balance(make_dataset):
     assert balance["counts"] == {"a": 4, "b": 2, "c": 1}
     assert balance["shares"]["a"] == pytest.approx(4 / 7, abs=1e-4)
     assert balance["imbalance_ratio"] == 4.0
+
+
+def test_conflicting_duplicates_are_fixed_by_an_annotation(make_dataset, data_section):
+    raw = make_dataset([0, 0, 1, 1, 2, 2, 1])
+    raw.features[6] = raw.features[0]
+    data = data_section(min_samples_per_class=2)
+    with pytest.raises(DataValidationError, match=r"conflicting duplicates: .*s0 \(a\), s6 \(b\)"):
+        label_dataset(raw, [], data, FILE)
+
+    result = label_dataset(raw, [_vote("s6", "a", "ann")], data, FILE)
+
+    assert "s6" not in result.labeled.sample_ids
+    assert result.report["source_labels_replaced"] == ["s6"]
+    assert result.report["duplicates_dropped"]["detail"] == [{"kept": "s0", "dropped": ["s6"], "label": "a"}]

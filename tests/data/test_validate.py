@@ -141,7 +141,7 @@ def test_duplicates_with_different_labels_are_an_error(make_dataset, data):
         deduplicate(dataset, data, FILE)
     assert str(raised.value) == (
         f"{FILE}: conflicting duplicates: 1 groups of identical samples carry different labels: "
-        "s1 (b), s3 (c)"
+        "s1 (b), s3 (c); give them one label in a data.labeling.annotations file"
     )
 
 
