@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,6 @@ class MonitorState:
     last_alert: dict[str, Any] | None = None  # the latest alert sent
     labels_exported: int = 0  # feedback labels in the latest retraining export
     extra: dict[str, Any] = field(default_factory=dict)
-
-    def with_policy(self, policy: PolicyState) -> MonitorState:
-        return replace(self, policy=policy)
 
 
 def state_path(var_dir: Path) -> Path:

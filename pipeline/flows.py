@@ -257,3 +257,76 @@ def lifecycle(plan_path: str = "plan.yaml") -> LifecycleSummary:
         seconds=time.perf_counter() - started,
         extra=extra,
     )
+
+
+# --- monitoring and retraining (issue 5) ---
+@task(name="drift-check", cache_policy=NO_CACHE)
+def drift_check(plan: Plan, settings: Settings) -> dict[str, Any]:
+    """One monitor check (``monitoring.check.run_check``): drift, policy decision, reports, alerts."""
+    from monitoring.check import run_check
+
+    settings.apply_environment()
+    return run_check(plan, settings).to_dict()
+
+
+@task(name="export-feedback", cache_policy=NO_CACHE)
+def export_feedback_data(settings: Settings) -> str | None:
+    """Labeled production samples -> ``data/feedback`` (versioned with ``dvc add`` in a DVC project)."""
+    from data.dataset import DatasetMeta
+    from monitoring.check import export_store_feedback
+
+    meta_file = settings.root / "data/prepared/meta.json"
+    if not meta_file.is_file():
+        log.warning("retrain: no data/prepared/meta.json yet; feedback not exported")
+        return None
+    written = export_store_feedback(settings, DatasetMeta.from_json(meta_file.read_text()))
+    if written is None:
+        log.info("retrain: no labeled feedback in the store")
+        return None
+    if (settings.root / ".dvc").is_dir():
+        folder = written.parent.relative_to(settings.root).as_posix()
+        command = [sys.executable, "-m", "dvc", "add", folder]
+        environment = dvc_environment(settings.root)
+        subprocess.run(
+            command, cwd=settings.root, env=environment, check=True, capture_output=True, text=True
+        )
+    log.info("retrain: feedback exported to %s", written)
+    return str(written)
+
+
+@flow(name="retrain", log_prints=False)
+def retrain(plan_path: str = "plan.yaml", reason: str = "scheduled") -> dict[str, Any]:
+    """Retrain: export the labeled feedback into the data phase, run the lifecycle (its gate decides).
+
+    Args:
+        plan_path: the plan, relative to the project root.
+        reason: why (the monitor's decision, or "scheduled").
+
+    Returns:
+        ``{"reason", "feedback", "gate", "promoted"}``; ``gate`` is the lifecycle's gate result.
+    """
+    settings = Settings()
+    settings.apply_environment()
+    resolve_plan_path(plan_path, settings)
+    feedback = export_feedback_data(settings)
+    summary = lifecycle(plan_path)
+    gate = summary.extra.get("gate")
+    return {"reason": reason, "feedback": feedback, "gate": gate, "promoted": bool(gate and gate["moved"])}
+
+
+@flow(name="monitor", log_prints=False)
+def monitor(plan_path: str = "plan.yaml") -> dict[str, Any]:
+    """One monitor check; when the policy says retrain, the ``retrain`` flow runs as a subflow.
+
+    Args:
+        plan_path: the plan, relative to the project root.
+
+    Returns:
+        The check (``CheckOutcome.to_dict()``), plus ``retrain`` when it ran.
+    """
+    settings = Settings()
+    plan = load_plan(resolve_plan_path(plan_path, settings))
+    checked = drift_check(plan, settings)
+    if checked["decision"]["action"] == "retrain":
+        checked["retrain"] = retrain(plan_path, reason=checked["decision"]["reason"])
+    return checked

@@ -1,0 +1,245 @@
+"""One monitor check, the shell around the pure parts: champion + reference + store window in, actions out.
+
+``run_check``: resolve the champion, load its pinned reference, read the latest window of its predictions
+from the store, build the monitoring frames, ``detect_drift``, ``decide``, then act: report files + MLflow
+summary, alerts (deduplicated through the state file), a labeling queue when labels are missing, the
+feedback export when retraining is due. The retrain itself is the ``retrain`` flow's job.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from monitoring.alerts import Alert, Delivery, build_sinks, send_alert
+from monitoring.drift import DriftResult, detect_drift, log_summary, save_report
+from monitoring.features import FeatureSpec, build_frame, embedding_function, fit_features, predict_outputs
+from monitoring.feedback import export_feedback, export_labeling_queue, feedback_dataset, labeling_queue
+from monitoring.policy import Action, Decision, decide, for_champion
+from monitoring.reference import load_reference
+from monitoring.state import load_state, save_state, state_path
+from pipeline.plan import Plan
+from pipeline.settings import Settings
+
+log = logging.getLogger("lifecycle")
+QUEUE_SIZE = 200
+
+
+@dataclass
+class Champion:
+    """The model the window is judged against, with its reference frame."""
+
+    name: str
+    version: str
+    model: Any
+    meta: Any
+    spec: FeatureSpec
+    reference: pd.DataFrame
+    reference_source: str
+    embed: Any = None
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    result: DriftResult
+    decision: Decision
+    model_version: str
+    report_dir: Path | None = None
+    run_id: str | None = None
+    deliveries: list[Delivery] = field(default_factory=list)
+    labeling_queue: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_version": self.model_version,
+            "decision": self.decision.to_dict(),
+            "drift": self.result.summary(),
+            "report": str(self.report_dir) if self.report_dir else None,
+            "mlflow_run_id": self.run_id,
+            "alerts": [{"sink": d.sink, "ok": d.ok, "error": d.error} for d in self.deliveries],
+            "labeling_queue": str(self.labeling_queue) if self.labeling_queue else None,
+        }
+
+
+def load_champion(plan: Plan, settings: Settings, *, client: Any = None) -> Champion:
+    """Resolve the champion, load it, and build its reference frame (features fitted on the reference)."""
+    import keras
+    import mlflow
+
+    from models.registry import resolve_model
+
+    name = plan.deploy.model_name
+    client = client or mlflow.MlflowClient()
+    resolved = resolve_model(
+        name, plan.deploy.alias, client=client, dst=Path(tempfile.mkdtemp(prefix="monitor-"))
+    )
+    data_md5 = client.get_model_version(name, resolved.version).tags.get("data_md5")
+    model = keras.saving.load_model(resolved.model_path)
+    reference, source = load_reference(settings.root, data_md5, resolved.meta)
+    embed = embedding_function(model) if resolved.meta.kind == "image" else None
+    spec = fit_features(
+        resolved.meta, reference.features, components=plan.monitoring.embedding_components, embed=embed
+    )
+    outputs = predict_outputs(_caller(model), reference.features, resolved.meta.task)
+    frame = build_frame(spec, reference.features, *outputs, embed=embed)
+    return Champion(name, resolved.version, model, resolved.meta, spec, frame, source, embed)
+
+
+def _caller(model: Any, batch_size: int = 1024) -> Any:
+    import keras
+
+    def call(inputs: np.ndarray) -> np.ndarray:
+        parts = [
+            keras.ops.convert_to_numpy(model(inputs[start : start + batch_size], training=False))
+            for start in range(0, len(inputs), batch_size)
+        ]
+        return np.concatenate(parts)
+
+    return call
+
+
+def window_frame(champion: Champion, window: pd.DataFrame) -> pd.DataFrame:
+    """The monitoring frame of store rows: inputs from ``features``, answers as the service gave them."""
+    shape = tuple(champion.meta.input_shape)
+    inputs = np.stack(window["features"].to_list()) if len(window) else np.zeros((0, *shape), dtype="float32")
+    return build_frame(
+        champion.spec,
+        inputs.astype("float32"),
+        window["predicted"].to_numpy(),
+        window["confidence"].to_numpy(),
+        embed=champion.embed,
+    )
+
+
+def run_check(
+    plan: Plan,
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    client: Any = None,
+    champion: Champion | None = None,
+) -> CheckOutcome:
+    """One monitor check, acted on. See the module docstring.
+
+    Args:
+        plan: the plan (monitoring policy, sinks, model name).
+        settings: paths and URLs (store, var/).
+        now: the check's time (default: now, UTC).
+        client: an ``MlflowClient``; None for one on the environment's URIs.
+        champion: an already loaded champion (``load_champion``), to skip loading it again.
+
+    Returns:
+        The drift result, the decision and what was done about it.
+    """
+    from serving.store import PredictionStore
+
+    now = now or datetime.now(UTC)
+    policy = plan.monitoring
+    champion = champion or load_champion(plan, settings, client=client)
+    store = PredictionStore(settings.resolved_store_url)
+    try:
+        window = store.read_window(policy.window)
+        window = window[window["model_version"].astype(str) == champion.version].reset_index(drop=True)
+        labeled_total = _labeled_count(store)
+    finally:
+        store.close()
+    frame = window_frame(champion, window)
+    labels = window["label"].to_numpy(dtype="float64")
+    result = detect_drift(champion.reference, frame, policy, labels=labels)
+    path = state_path(settings.var_dir)
+    state = load_state(path)
+    new_labels = max(labeled_total - state.labels_exported, 0)
+    decision = decide(result, for_champion(state.policy, champion.version), policy, now, new_labels)
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    context = {
+        "model_name": champion.name,
+        "model_version": champion.version,
+        "reference": champion.reference_source,
+        "time": now.isoformat(timespec="seconds"),
+        "decision": decision.to_dict(),
+        "new_labels": new_labels,
+        "window_start": window["created_at"].min().isoformat() if len(window) else None,
+        "window_end": window["created_at"].max().isoformat() if len(window) else None,
+    }
+    files = save_report(result, settings.var_dir / "reports" / stamp, extra=context)
+    tags = {"model_name": champion.name, "model_version": champion.version, "decision": str(decision.action)}
+    run_id = log_summary(result, files, tags=tags, client=client)
+    report_dir = files["summary"].parent
+    queue_dir = None
+    if decision.action is Action.LABEL:
+        rows = labeling_queue(window, frame, champion.reference, result, QUEUE_SIZE)
+        queue_dir = settings.var_dir / "labeling" / stamp
+        export_labeling_queue(window, rows, champion.meta, queue_dir)
+    deliveries: list[Delivery] = []
+    if decision.notify:
+        alert = _alert(champion, result, decision, report_dir, queue_dir)
+        deliveries = send_alert(alert, build_sinks(policy.alerts, settings.root))
+        state = replace(state, last_alert=alert.to_dict())
+    if decision.action is Action.RETRAIN:  # the retrain flow exports them; these labels are now used
+        state = replace(state, labels_exported=labeled_total)
+    log.info("monitor: v%s: %s: %s", champion.version, decision.action, decision.reason)
+    checked = {**context, "share": result.share, "drifted": result.drifted, "report": str(report_dir)}
+    save_state(path, replace(state, policy=decision.state, last_check=checked))
+    return CheckOutcome(result, decision, champion.version, report_dir, run_id, deliveries, queue_dir)
+
+
+def _labeled_count(store: Any) -> int:
+    import sqlalchemy as sa
+
+    from serving.store import feedback_table
+
+    query = sa.select(sa.func.count(sa.distinct(feedback_table.c.request_id)))
+    with store.engine.connect() as connection:
+        return int(connection.execute(query).scalar() or 0)
+
+
+def export_store_feedback(settings: Settings, meta: Any) -> Path | None:
+    """Export every labeled prediction in the store to ``data/feedback`` for the data phase.
+
+    Args:
+        settings: where the store and the project are.
+        meta: the DatasetMeta the samples must fit (input shape, classes); other shapes are left out.
+
+    Returns:
+        The npz written, or None when the store holds no labeled prediction of that shape.
+    """
+    from serving.store import PredictionStore
+
+    store = PredictionStore(settings.resolved_store_url)
+    try:
+        everything = store.read_window(max(store.count(), 1))
+    finally:
+        store.close()
+    shape = tuple(meta.input_shape)
+    fits = everything["features"].map(lambda x: x.shape == shape) & everything["label"].notna()
+    if not fits.any():
+        return None
+    return export_feedback(feedback_dataset(everything[fits], meta), settings.root)
+
+
+def _alert(
+    champion: Champion, result: DriftResult, decision: Decision, report: Path | None, queue: Path | None
+) -> Alert:
+    since = decision.state.drifting_since
+    return Alert(
+        action=str(decision.action),
+        reason=decision.reason,
+        model_name=champion.name,
+        model_version=champion.version,
+        share=result.share,
+        drifted={feature.name: feature.score for feature in result.drifted_features},
+        drifting_since=since.isoformat(timespec="seconds") if since else None,
+        consecutive_windows=decision.state.consecutive_drifted,
+        window_size=result.window_size,
+        report=str(report) if report else None,
+        labels_missing=decision.action is Action.LABEL,
+        labeling_queue=str(queue) if queue else None,
+        performance=result.performance,
+    )
