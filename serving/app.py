@@ -199,3 +199,35 @@ class BodyLimit:
 
 class _TooLarge(Exception):
     pass
+
+
+def app_from_environment() -> FastAPI:
+    """``create_app(Settings())``: the factory uvicorn imports (``--factory``), in every worker process."""
+    return create_app(Settings())
+
+
+def serve(settings: Settings, *, host: str, port: int, workers: int, log_level: str = "warning") -> None:
+    """Run the service with uvicorn (uvloop + httptools) until SIGINT/SIGTERM, then drain and stop.
+
+    Args:
+        settings: only used to check the settings load here; each worker builds its own from the environment.
+        host: interface to bind (127.0.0.1 by default: put a load balancer or proxy in front for more).
+        port: TCP port.
+        workers: uvicorn worker processes (each loads the model; scale the store to PostgreSQL for several).
+        log_level: uvicorn's log level.
+    """
+    import uvicorn
+
+    del settings  # the workers read the same LIFECYCLE_* environment
+    uvicorn.run(
+        "serving.app:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        log_level=log_level,
+        access_log=False,  # every prediction is already logged to the store; access logs cost throughput
+        timeout_graceful_shutdown=30,
+    )

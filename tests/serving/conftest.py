@@ -198,8 +198,6 @@ def registry_env(
     tmp_path_factory: pytest.TempPathFactory, serving_meta: DatasetMeta
 ) -> Iterator[RegistryEnv]:
     """A real MLflow registry (sqlite under tmp) with two trained versions of ``tiny-served``; champion v1."""
-    import mlflow
-
     from models.build import build_model
     from models.tracking import log_training_run
     from models.train import train_model
@@ -233,7 +231,9 @@ def registry_env(
             artifact_location=settings.resolved_artifacts_dir.as_uri(),
         )
         versions.append(trained.version)
-    mlflow.MlflowClient().set_registered_model_alias(plan.deploy.model_name, "champion", versions[0])
+    from models.registry import move_alias
+
+    move_alias(plan.deploy.model_name, "champion", versions[0], action="promote", reason="first champion")
     environment = {
         "LIFECYCLE_ROOT": str(root),
         "LIFECYCLE_VAR_DIR": str(root / "var"),
