@@ -280,4 +280,166 @@ def status_command(
 
 # --- deployment (issue 4) ----------------------------------------------------------------------------------
 
+
+@app.command("serve")
+def serve_command(
+    host: Annotated[str | None, typer.Option(help="Interface (default LIFECYCLE_HOST, 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default LIFECYCLE_PORT, 8000).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default LIFECYCLE_WORKERS).")] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+) -> None:
+    """Serve the registry's champion (models:/<deploy.model_name>@<deploy.alias>) over HTTP.
+
+    Loads, verifies and warms the model, then answers /v1/predict; follows the alias every
+    LIFECYCLE_POLL_SECONDS; logs every prediction to LIFECYCLE_STORE_URL. OpenAPI at /docs.
+    """
+    import os
+
+    settings = load_settings_or_exit()
+    load_plan_or_exit(settings.plan_path)
+    settings.apply_environment()
+    for name, value in (("LIFECYCLE_HOST", host), ("LIFECYCLE_PORT", port), ("LIFECYCLE_WORKERS", workers)):
+        if value is not None:
+            os.environ[name] = str(value)  # the workers build their Settings from the environment
+    from serving.app import serve
+
+    serve(
+        settings,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers or settings.workers,
+        log_level=log_level,
+    )
+
+
+@app.command("lineage")
+def lineage_command(
+    request_id: Annotated[str, typer.Argument(help="A prediction's request_id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Trace a prediction: model version -> MLflow run -> data version (DVC hashes) -> git commit -> plan.
+
+    Exits 1 when a link is missing (unknown request id, version gone from the registry).
+    """
+    import json
+    from dataclasses import asdict
+
+    from rich.console import Console
+    from rich.table import Table
+
+    settings = load_settings_or_exit()
+    settings.apply_environment()
+    from serving.lineage import LineageError, trace_prediction
+    from serving.store import PredictionStore
+
+    store = PredictionStore(settings.resolved_store_url)
+    try:
+        chain = trace_prediction(request_id, store)
+    except LineageError as error:
+        typer.secho(str(error), fg="red", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        store.close()
+    if as_json:
+        typer.echo(json.dumps(asdict(chain), indent=2, sort_keys=True, default=str))
+        return
+    table = Table(title=f"lineage of prediction {request_id}")
+    table.add_column("link")
+    table.add_column("value", overflow="fold")
+    for link, value in chain.links():
+        table.add_row(link, value)
+    Console().print(table)
+
+
 # --- monitoring and schedules (issue 5) --------------------------------------------------------------------
+
+
+def _progress_logging(console) -> None:  # console: rich.console.Console
+    import logging
+
+    from rich.logging import RichHandler
+
+    handler = RichHandler(console=console, show_path=False, markup=False, log_time_format="%H:%M:%S")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    progress = logging.getLogger("lifecycle")
+    progress.addHandler(handler)
+    progress.setLevel(logging.INFO)
+    progress.propagate = False
+
+
+@app.command("monitor")
+def monitor_command(
+    plan: PlanOption = Path("plan.yaml"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the check as JSON.")] = False,
+) -> None:
+    """Run one drift check now: the champion's latest window of predictions vs its reference.
+
+    Reports land in var/reports/<time>/ and the MLflow `monitoring` experiment; alerts go to the plan's
+    sinks; when the policy says retrain, the retrain flow runs (through the gate). Exits 2 when there is
+    no champion or reference to monitor.
+    """
+    import json
+    import os
+
+    from rich.console import Console
+    from rich.table import Table
+
+    settings = load_settings_or_exit()
+    load_plan_or_exit(plan)
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
+    settings.apply_environment()
+    console = Console(stderr=as_json)
+    _progress_logging(console)
+    from models.registry import RegistryError
+    from monitoring.reference import ReferenceError
+    from pipeline.flows import monitor
+
+    try:
+        checked = monitor(plan_path=str(plan.resolve()))
+    except (RegistryError, ReferenceError) as error:
+        typer.secho(f"monitor: {error}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(json.dumps(checked, indent=2, default=str))
+        return
+    decision, drift = checked["decision"], checked["drift"]
+    console.print(
+        f"v{checked['model_version']}: [bold]{decision['action']}[/]: {decision['reason']}", highlight=False
+    )
+    table = Table("feature", "method", "score", "threshold", "drifted", title="drift by feature")
+    for feature in drift["features"]:
+        mark = "[red]yes[/]" if feature["drifted"] else "no"
+        table.add_row(feature["name"], feature["method"], f"{feature['score']:.3g}", f"{feature['threshold']:g}", mark)
+    if drift["features"]:
+        console.print(table)
+    console.print(f"window {drift['window_size']} (min {drift['min_samples']}), report {checked['report']}")
+    for delivery in checked["alerts"]:
+        status = "sent" if delivery["ok"] else f"[red]not delivered[/]: {delivery['error']}"
+        console.print(f"alert -> {delivery['sink']}: {status}")
+    if checked.get("labeling_queue"):
+        console.print(f"labeling queue: {checked['labeling_queue']}")
+    if "retrain" in checked:
+        retrained = checked["retrain"]
+        console.print(f"retrain: promoted={retrained['promoted']} gate={retrained['gate']}")
+
+
+@app.command("schedule")
+def schedule_command(plan: PlanOption = Path("plan.yaml")) -> None:
+    """Serve the plan's schedules (monitor every N minutes, retrain by cron) until Ctrl-C.
+
+    Uses LIFECYCLE_PREFECT_API_URL when set; otherwise starts a local `prefect server` on 127.0.0.1
+    (state in var/prefect) and stops it on exit.
+    """
+    from rich.console import Console
+
+    settings = load_settings_or_exit()
+    plan_obj = load_plan_or_exit(plan)
+    settings.apply_environment()
+    _progress_logging(Console())
+    from pipeline.schedules import serve_schedules
+
+    try:
+        serve_schedules(plan_obj, settings, str(plan.resolve()))
+    except (ValueError, RuntimeError) as error:
+        typer.secho(f"schedule: {error}", fg="red", err=True)
+        raise typer.Exit(2) from None
