@@ -409,7 +409,9 @@ def monitor_command(
     table = Table("feature", "method", "score", "threshold", "drifted", title="drift by feature")
     for feature in drift["features"]:
         mark = "[red]yes[/]" if feature["drifted"] else "no"
-        table.add_row(feature["name"], feature["method"], f"{feature['score']:.3g}", f"{feature['threshold']:g}", mark)
+        table.add_row(
+            feature["name"], feature["method"], f"{feature['score']:.3g}", f"{feature['threshold']:g}", mark
+        )
     if drift["features"]:
         console.print(table)
     console.print(f"window {drift['window_size']} (min {drift['min_samples']}), report {checked['report']}")
