@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -130,3 +131,35 @@ def test_a_stage_before_its_input_exists_says_what_to_run(project, capsys):
     err = capsys.readouterr().err
     assert "data/labeled/samples.npz, data/labeled/meta.json not found: run the label stage first" in err
     assert "Traceback" not in err
+
+
+def test_a_regression_table_goes_through_all_three_stages(project):
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, size=(60, 3))
+    frame = {"a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "price": x @ [1.0, 2.0, 3.0]}
+    frame["price"][[4, 9]] = np.nan  # not priced yet: queued for labeling
+    pd.DataFrame(frame).to_parquet(project / "houses.parquet")
+    _write_plan(
+        project,
+        source="table:houses.parquet",
+        target="price",
+        task="regression",
+        max_samples=None,
+        scaling="standard",
+        reference_size=10,
+    )
+    plan = yaml.safe_load((project / "plan.yaml").read_text())
+    plan["train"] = {"loss": "mse", "metrics": ["mae"]}
+    (project / "plan.yaml").write_text(yaml.safe_dump(plan))
+
+    for stage in ("collect", "label", "prepare"):
+        assert main([stage]) == 0, stage
+
+    assert (project / "data/labeled/queue/queue.csv").read_text().splitlines()[0] == "sample_id,a,b,c"
+    assert len((project / "data/labeled/queue/queue.csv").read_text().splitlines()) == 3
+    train = Dataset.load(project / "data/prepared", "train")
+    assert train.labels.dtype == np.float32 and not np.isnan(train.labels).any()
+    assert np.asarray(train.meta.scaling["mean"]).shape == (3,)
+    report = json.loads((project / "data/prepared/prepare_report.json").read_text())
+    assert report["sizes"] == {"train": 40, "val": 9, "test": 9, "reference": 10}
+    assert "target" in report and "counts" not in report
