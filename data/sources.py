@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.dataset import UNLABELED, Dataset, DatasetMeta
+from data.dataset import Dataset, DatasetMeta
 from pipeline.plan import DataSection
 
 log = logging.getLogger(__name__)
@@ -130,15 +130,14 @@ def name_classes(
 
 
 def cap_stratified(dataset: Dataset, cap: int | None) -> Dataset:
-    """At most ``cap`` samples, each label (and the unlabeled) keeping its share; original order kept."""
+    """At most ``cap`` samples, each class (and the unlabeled) keeping its share; original order kept."""
     n = len(dataset)
     if cap is None or n <= cap:
         return dataset
     labels = np.asarray(dataset.labels)
-    strata = np.where(np.isnan(labels), UNLABELED, labels) if labels.dtype.kind == "f" else labels
-    if dataset.meta.task == "regression":
-        strata = np.zeros(n, dtype=np.int64)
-    values, inverse, counts = np.unique(strata, return_inverse=True, return_counts=True)
+    # Classes for classification; labeled vs not for regression targets.
+    strata = np.isnan(labels).astype(np.int64) if dataset.meta.task == "regression" else labels
+    _, inverse, counts = np.unique(strata, return_inverse=True, return_counts=True)
     # Largest-remainder allocation: every stratum gets its share of the cap, rounded so they add up.
     quotas = counts * cap / n
     take = np.floor(quotas).astype(int)
