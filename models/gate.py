@@ -160,8 +160,9 @@ def diagnose(
         else:
             gap = (val[at] - train[at]) / max(abs(train[at]), 1e-12)
             overfitting = gap > OVERFIT_GAP
-        if overfitting:
-            notes.append(f"overfitting: train-val gap on {metric} is {gap:.3f} at epoch {at + 1}")
+        finding = "overfitting" if overfitting else "no overfitting"
+        where = f"at epoch {at + 1} (limit {OVERFIT_GAP:g})"
+        notes.append(f"{finding}: train-val gap on {metric} {gap:.3f} {where}")
         val_loss = list(history.get("val_loss", []))
         if len(val_loss) > at + 1 and min(val_loss[at + 1 :]) > val_loss[at]:
             notes.append(f"val loss rose after epoch {at + 1}, whose weights were kept")

@@ -8,6 +8,7 @@ moving the champion, take v2 only when forced with a reason, roll back, and acce
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -185,3 +186,64 @@ def _ledger():
     from models.registry import read_ledger
 
     return read_ledger("promo-model")
+
+
+class Lines(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def test_flow_gate_step_promotes_then_refuses_without_moving(project, monkeypatch):
+    """The lifecycle flow's steps: the train and evaluate stage shells, then the gate task (run as a plain
+    function; the flow itself is a Prefect wrapper around these)."""
+    from models.registry import alias_version, read_ledger
+    from pipeline.flows import gate_and_promote
+    from pipeline.stages import evaluate_stage, train_stage
+
+    settings, _ = project
+    plan = parse_plan(PLAN)
+    train_stage(plan, settings.root)
+    evaluate_stage(plan, settings.root)
+    metrics = json.loads((settings.reports_dir / "metrics.json").read_text())
+    assert (
+        metrics["accuracy"] >= 0.6 and metrics["latency_p50_ms_batch1"] > 0 and metrics["model_size_mb"] > 0
+    )
+    assert set(metrics["per_class"]) == {"0", "1", "2"}
+
+    progress = Lines()
+    logger = logging.getLogger("lifecycle")
+    monkeypatch.setattr(logger, "handlers", [progress])
+    monkeypatch.setattr(logger, "level", logging.INFO)
+    monkeypatch.setattr(logger, "disabled", False)
+    first = gate_and_promote.fn(plan, settings)
+    assert first == {
+        "version": "1", "passed": True, "moved": True, "champion": "1", "failures": [],
+        "report": str(settings.reports_dir / "gate.md"), "report_ref": first["report_ref"],
+    }  # fmt: skip
+    assert any(line.startswith("gate: v1 PASSED; champion is v1") for line in progress.lines)
+    assert "gate: [pass] accuracy" in " ".join(progress.lines)
+    again = gate_and_promote.fn(plan, settings)  # DVC skipped train: the same version, already champion
+    assert again["passed"] and again["champion"] == "1"
+    assert len(read_ledger("promo-model")) == 2  # challenger + champion, no duplicate moves
+
+    strict = parse_plan(
+        {**PLAN, "train": {**PLAN["train"], "seed": 4}, "success": {"max": {"model_size_mb": 1e-6}}}
+    )
+    train_stage(strict, settings.root)
+    evaluate_stage(strict, settings.root)
+    failed = gate_and_promote.fn(strict, settings)
+    assert (failed["version"], failed["passed"], failed["moved"], failed["champion"]) == (
+        "2",
+        False,
+        False,
+        "1",
+    )
+    assert failed["failures"] == ["model_size_mb"]
+    assert any(line.startswith("gate: v2 FAILED; champion not moved") for line in progress.lines)
+    assert alias_version("promo-model") == "1" and alias_version("promo-model", "challenger") == "1"
+    assert len(read_ledger("promo-model")) == 2
+    assert json.loads((settings.reports_dir / "gate.json").read_text())["passed"] is False

@@ -124,6 +124,7 @@ def test_diagnosis_overfitting_underfitting_weakest_classes():
     assert overfit.overfitting and not overfit.underfitting
     assert overfit.train_val_gap == pytest.approx(0.14)
     assert [row["class"] for row in overfit.weakest_classes] == ["b", "c", "a"]
+    assert "overfitting: train-val gap on accuracy 0.140 at epoch 2" in overfit.notes[0]
     under = diagnose({"accuracy": [0.5, 0.6], "val_accuracy": [0.5, 0.58]}, per_class, success)
     assert under.underfitting and not under.overfitting
     assert any(note.startswith("underfitting") for note in under.notes)
@@ -132,6 +133,7 @@ def test_diagnosis_overfitting_underfitting_weakest_classes():
         {}, success, best_epoch=2,
     )  # fmt: skip
     assert kept.train_val_gap == pytest.approx(0.02) and not kept.overfitting
+    assert kept.notes[0].startswith("no overfitting: train-val gap on accuracy 0.020 at epoch 2")
     assert "val loss rose after epoch 2" in " ".join(kept.notes)
 
 
