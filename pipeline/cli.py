@@ -83,6 +83,9 @@ def plan_command(
 @app.command("run")
 def run_command(
     plan: PlanOption = Path("plan.yaml"),
+    until: Annotated[
+        str | None, typer.Option(help="Stop after this phase: data, train or deploy (default: all).")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's own logs.")] = False,
 ) -> None:
     """Run the lifecycle flow on the plan (Prefect, ephemeral): viability, then every stage.
@@ -111,15 +114,19 @@ def run_command(
     progress.setLevel(logging.INFO)
     progress.propagate = False  # Prefect's root handler would print every line twice
 
-    from pipeline.flows import NotViableError, StageError, lifecycle
+    from pipeline.flows import PHASES, NotViableError, StageError, lifecycle
     from pipeline.render import outputs_table, stages_table, viability_table
+
+    if until is not None and until not in PHASES:
+        typer.secho(f"--until: expected one of {', '.join(PHASES)}, got {until!r}", fg="red", err=True)
+        raise typer.Exit(2)
 
     prefect = settings.prefect_api_url or "ephemeral, no server"
     console.print(
         f"lifecycle on [bold]{plan}[/] in {settings.root}; Prefect {prefect}; state {settings.var_dir}"
     )
     try:
-        summary = lifecycle(plan_path=str(plan.resolve()))
+        summary = lifecycle(plan_path=str(plan.resolve()), until=until)
     except NotViableError as error:
         console.print(viability_table(error.report))
         raise typer.Exit(1) from None
@@ -130,10 +137,20 @@ def run_command(
     except ValueError as error:
         typer.secho(str(error), fg="red", err=True)
         raise typer.Exit(2) from None
+    except RuntimeError as error:  # Prefect itself, e.g. its ephemeral server did not start
+        typer.secho(f"lifecycle run: {error}", fg="red", err=True)
+        raise typer.Exit(1) from None
     console.print(viability_table(summary.viability))
     console.print(stages_table(summary.stages))
     console.print(outputs_table(summary.outputs))
+    gate = summary.extra.get("gate")
+    if gate:  # the gate's verdict (issue 3): a failed gate is a finished run that exits 1
+        failed = ", ".join(gate["failures"])
+        verdict = "[green]passed[/]" if gate["passed"] else f"[bold red]failed[/] ({failed})"
+        console.print(f"gate: v{gate['version']} {verdict}; champion v{gate['champion']}; {gate['report']}")
     console.print(f"[green]done[/] in {summary.seconds:.1f} s; files are under {settings.root}")
+    if gate and not gate["passed"]:
+        raise typer.Exit(1)
 
 
 # --- training, testing and registry (issue 3) --------------------------------------------------------------

@@ -30,6 +30,8 @@ from pipeline.viability import ViabilityReport, check_viability
 log = logging.getLogger("lifecycle")
 
 DATA_STAGES = ("collect", "label", "prepare")
+# The lifecycle's phases in order; `lifecycle(until=...)` stops after one.
+PHASES = ("data", "train", "deploy")
 DVC_PARAMS_FILE = "plan.yaml"
 # DVC says these when another process holds the repository lock: worth a retry, unlike a failing stage.
 _TRANSIENT = re.compile(
@@ -219,15 +221,18 @@ def gate_and_promote(plan: Plan, settings: Settings) -> dict[str, Any]:
 
 
 @flow(name="lifecycle", log_prints=False)
-def lifecycle(plan_path: str = "plan.yaml") -> LifecycleSummary:
-    """The lifecycle on one plan: viability, then the data stages (and, as they land, the later phases).
+def lifecycle(plan_path: str = "plan.yaml", until: str | None = None) -> LifecycleSummary:
+    """The lifecycle on one plan: viability, the data stages, then the later phases.
 
     Args:
         plan_path: the plan, relative to the project root (``LIFECYCLE_ROOT``, default the working folder).
+        until: stop after this phase (one of ``PHASES``: data, train, deploy); None runs them all.
 
     Returns:
         What each stage did and the files it produced.
     """
+    if until is not None and until not in PHASES:
+        raise ValueError(f"until: expected one of {', '.join(PHASES)}, got {until!r}")
     started = time.perf_counter()
     settings = Settings()
     path = resolve_plan_path(plan_path, settings)
@@ -237,6 +242,8 @@ def lifecycle(plan_path: str = "plan.yaml") -> LifecycleSummary:
 
     # --- data: collect, label, prepare (issue 2) ---
     stages = [run_dvc_stage(stage, settings.root) for stage in DATA_STAGES]
+    if until == "data":
+        return LifecycleSummary(path, plan.digest(), report, stages, time.perf_counter() - started)
 
     # --- training, testing and registry (issue 3) ---
     stages += [run_dvc_stage(stage, settings.root) for stage in TRAINING_STAGES]
@@ -248,6 +255,17 @@ def lifecycle(plan_path: str = "plan.yaml") -> LifecycleSummary:
         )  # fmt: skip
 
     # --- deployment (issue 4) ---
+    # The champion served in-process (the app `lifecycle serve` runs) answers one test-split sample.
+    from serving.deploy import check_deployment
+
+    deployed = task(name="deploy-check", cache_policy=NO_CACHE)(check_deployment)(settings, plan)
+    extra["deploy"] = deployed
+    log.info(
+        "deploy: %s v%s (%s) answered test sample %s: %s (true %s) in %.1f ms; lineage: lifecycle lineage %s",
+        plan.deploy.model_name, deployed["model_version"], deployed["backend"], deployed["sample_id"],
+        deployed["label"] if deployed["label"] is not None else deployed["predicted"], deployed["true_label"],
+        deployed["latency_ms"], deployed["request_id"],
+    )  # fmt: skip
 
     return LifecycleSummary(
         plan_path=path,

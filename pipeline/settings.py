@@ -104,6 +104,8 @@ class Settings(BaseSettings):
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
         os.environ.setdefault("PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY", "false")
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        # Prefect's 20 s default for starting the ephemeral server is too short on a busy 2-core machine.
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
         if self.prefect_api_url:
             os.environ["PREFECT_API_URL"] = self.prefect_api_url
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
