@@ -168,10 +168,11 @@ def diagnose(
             notes.append(f"val loss rose after epoch {at + 1}, whose weights were kept")
     else:
         notes.append("no train/val curves to diagnose fitting")
-    weakest = sorted(
-        ({"class": name, **{k: float(v) for k, v in scores.items()}} for name, scores in per_class.items()),
-        key=lambda row: row.get("f1", 0.0),
-    )[:WEAKEST_CLASSES]
+    rows: list[dict[str, Any]] = [
+        {"class": name, **{key: float(value) for key, value in scores.items()}}
+        for name, scores in per_class.items()
+    ]
+    weakest = sorted(rows, key=lambda row: float(row.get("f1", 0.0)))[:WEAKEST_CLASSES]
     if weakest:
         notes.append(
             "weakest classes by F1: " + ", ".join(f"{row['class']} ({row['f1']:.3f})" for row in weakest)

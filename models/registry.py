@@ -51,7 +51,8 @@ class PromotionRefusedError(RegistryError):
 
 
 class VerdictLike(Protocol):
-    passed: bool
+    @property
+    def passed(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -199,7 +200,7 @@ def resolve_model(
         run_id=run_id, artifact_path=DATASET_META_ARTIFACT, dst_path=str(dst)
     )
     meta = DatasetMeta.from_json(Path(meta_file).read_text())
-    example = None
+    example: Any = None
     if (local / "MLmodel").is_file():
         example = Model.load(str(local / "MLmodel")).load_input_example(str(local))
     if example is None:
