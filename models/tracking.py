@@ -34,6 +34,7 @@ MODEL_ARTIFACT = "model"  # mlflow.keras.log_model(name=...)
 KERAS_FILE_IN_MODEL = "data/model.keras"  # where the keras flavor puts the native file
 _PARAMS_PER_BATCH = 100  # MLflow's limit per log_batch call
 _METRICS_PER_BATCH = 1000
+_PARAM_VALUE_LIMIT = 6000  # MLflow's longest param value
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,8 @@ def log_training_run(
     lineage = lineage_tags(plan, root, result.accelerator)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{plan.deploy.model_name}") as run:
         run_id = run.info.run_id
-        params = [Param(key, value) for key, value in flatten_params(plan.model_dump(mode="json")).items()]
+        flat = flatten_params(plan.model_dump(mode="json"))
+        params = [Param(key, value[:_PARAM_VALUE_LIMIT]) for key, value in flat.items()]
         for start in range(0, len(params), _PARAMS_PER_BATCH):
             client.log_batch(run_id, params=params[start : start + _PARAMS_PER_BATCH])
         metrics = epoch_metrics(result.history, timestamp_ms=int(time.time() * 1000))

@@ -1,7 +1,7 @@
 """Training: a seeded tf.data input pipeline, the plan's callbacks, and the accelerator the plan asks for.
 
-tf.data and tf.distribute appear here only, in the input pipeline and device placement; the model itself
-(models/build.py) is plain Keras.
+tf.data appears here only, in the input pipeline (tf.distribute only in models/accelerator.py); the model
+itself (models/build.py) is plain Keras, so it also trains on Keras's JAX backend, which reads tf.data too.
 """
 
 from __future__ import annotations
