@@ -7,7 +7,7 @@ Commands load Settings and the plan at the edge, then call flows or domain funct
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal, get_args
 
 import typer
 
@@ -80,12 +80,15 @@ def plan_command(
     raise typer.Exit(0 if report.viable else 1)
 
 
+# pipeline.flows.PHASES, named here so `--until` is checked before Prefect is imported.
+RunPhase = Literal["data", "train", "deploy"]
+RUN_PHASES = get_args(RunPhase)
+
+
 @app.command("run")
 def run_command(
     plan: PlanOption = Path("plan.yaml"),
-    until: Annotated[
-        str | None, typer.Option(help="Stop after this phase: data, train or deploy (default: all).")
-    ] = None,
+    until: Annotated[RunPhase | None, typer.Option(help="Stop after this phase (default: all).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's own logs.")] = False,
 ) -> None:
     """Run the lifecycle flow on the plan (Prefect, ephemeral): viability, then every stage.
@@ -114,12 +117,8 @@ def run_command(
     progress.setLevel(logging.INFO)
     progress.propagate = False  # Prefect's root handler would print every line twice
 
-    from pipeline.flows import PHASES, NotViableError, StageError, lifecycle
+    from pipeline.flows import NotViableError, StageError, lifecycle
     from pipeline.render import outputs_table, stages_table, viability_table
-
-    if until is not None and until not in PHASES:
-        typer.secho(f"--until: expected one of {', '.join(PHASES)}, got {until!r}", fg="red", err=True)
-        raise typer.Exit(2)
 
     prefect = settings.prefect_api_url or "ephemeral, no server"
     console.print(

@@ -133,3 +133,18 @@ def test_run_with_invalid_plan_exits_2_before_starting_prefect(project: Path) ->
 
     assert result.exit_code == 2
     assert f"{path}: train.epochs: must be > 0, got 0" in result.output
+
+
+def test_run_with_unknown_phase_exits_2_before_starting_prefect(project: Path) -> None:
+    result = runner.invoke(app, ["run", "--plan", str(write_plan(project)), "--until", "serve"])
+
+    assert result.exit_code == 2
+    assert "'serve' is not one of 'data', 'train', 'deploy'" in " ".join(result.output.split())
+    assert not (project / "var").exists()
+
+
+def test_run_phases_are_the_flow_phases() -> None:
+    from pipeline.cli import RUN_PHASES
+    from pipeline.flows import PHASES
+
+    assert RUN_PHASES == PHASES
