@@ -46,15 +46,11 @@ def test_resolve_round_trip(trained_version, tiny_splits, tmp_path: Path):
     np.testing.assert_allclose(loaded(x, training=False), result.model(x, training=False), atol=1e-6)
 
 
-def test_resolve_by_version_without_alias(trained_version, tmp_path: Path):
+def test_resolve_by_version_and_missing_alias_or_version(trained_version, tmp_path: Path):
     version, _ = trained_version
     resolved = resolve_model(version.model_name, version=version.version, dst=tmp_path / "dl")
     assert resolved.alias is None
     assert resolved.version == version.version
-
-
-def test_resolve_missing_alias_and_version(trained_version):
-    version, _ = trained_version
     with pytest.raises(ModelNotFoundError, match="alias 'champion'"):
         resolve_model(version.model_name, "champion")
     with pytest.raises(ModelNotFoundError, match="v99"):
