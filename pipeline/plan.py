@@ -269,8 +269,9 @@ class ResourcesSection(Section):
 
 
 class ChampionSection(Section):
-    # The candidate may not be worse than the champion on this metric by more than `margin`,
-    # judged on the lower bound of a paired bootstrap confidence interval of the difference.
+    # The candidate may not be clearly worse than the champion on this metric by more than `margin`:
+    # a paired bootstrap confidence interval of (candidate - champion) on the same test rows fails the
+    # check only when its upper bound is < -margin (models/gate.py documents the rule exactly).
     metric: Literal[HIGHER_IS_BETTER] = "accuracy"  # type: ignore[valid-type]
     margin: Annotated[float, Field(ge=0, lt=1)] = 0.01
     bootstrap_samples: PositiveInt = 1000
