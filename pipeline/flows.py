@@ -248,7 +248,8 @@ def lifecycle(plan_path: str = "plan.yaml", until: str | None = None) -> Lifecyc
     # --- training, testing and registry (issue 3) ---
     stages += [run_dvc_stage(stage, settings.root) for stage in TRAINING_STAGES]
     extra: dict[str, Any] = {"gate": gate_and_promote(plan, settings)}
-    if not extra["gate"]["passed"]:  # ends here: the verdict is in the result, no alias moved
+    # A failed gate ends the run here (the verdict is in the result, no alias moved); so does until="train".
+    if until == "train" or not extra["gate"]["passed"]:
         return LifecycleSummary(
             plan_path=path, plan_digest=plan.digest(), viability=report, stages=stages,
             seconds=time.perf_counter() - started, extra=extra,
