@@ -113,7 +113,7 @@ def export_labeling_queue(
     Returns:
         The files written.
     """
-    from data.label import export_queue
+    from data.labelfiles import export_queue
 
     chosen = window.iloc[rows]
     shape = tuple(meta.input_shape)
