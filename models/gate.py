@@ -230,6 +230,10 @@ def judge(
     name = f"champion_{rule.metric}_difference"
     if champion_outputs is None:
         checks.append(Check(name, None, -rule.margin, ">=", True, "no champion yet"))
+    elif (num_classes == 0) != (rule.metric == "r2"):
+        task = "regression" if num_classes == 0 else "classification"
+        detail = f"success.champion.metric {rule.metric!r} does not apply to {task}"
+        checks.append(Check(name, None, -rule.margin, ">=", False, detail))
     else:
         point, low, high = paired_bootstrap(
             rule.metric, y_true, np.asarray(candidate_outputs), np.asarray(champion_outputs),

@@ -146,3 +146,20 @@ def test_verdict_serialises(y_true):
         "passed": True, "detail": "",
     }  # fmt: skip
     assert "# Gate verdict: PASSED" in render_markdown(verdict)
+
+
+def test_regression_judged_on_r2_and_a_misfit_champion_metric_fails():
+    rng = np.random.default_rng(0)
+    y_true = rng.normal(size=300)
+    champion = y_true + rng.normal(scale=0.1, size=300)
+    candidate = y_true + rng.normal(scale=1.0, size=300)  # far noisier: r2 clearly lower
+    metrics = evaluate_predictions(y_true, candidate, [], "regression")
+    success = SuccessSection(min={"r2": -10.0}, champion={"metric": "r2", "bootstrap_samples": 200})
+    verdict = judge(metrics, success, y_true=y_true, candidate_outputs=candidate, champion_outputs=champion,
+                    num_classes=0, champion_version="1")  # fmt: skip
+    assert [check.name for check in verdict.failures] == ["champion_r2_difference"]
+    assert verdict.checks[-1].value == pytest.approx(metrics["r2"] - (1 - np.mean((champion - y_true) ** 2)
+                                                                     / np.var(y_true)), abs=1e-9)  # fmt: skip
+    misfit = judge(metrics, SuccessSection(min={"r2": -10.0}), y_true=y_true, candidate_outputs=candidate,
+                   champion_outputs=champion, num_classes=0)  # fmt: skip
+    assert misfit.failures[0].detail == "success.champion.metric 'accuracy' does not apply to regression"
