@@ -108,6 +108,7 @@ def run_command(
         os.environ["PREFECT_LOGGING_LEVEL"] = "INFO"
     else:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     settings.apply_environment()
     console = Console()
     handler = RichHandler(console=console, show_path=False, markup=False, log_time_format="%H:%M:%S")
