@@ -2,10 +2,8 @@
 
 Aliases only (no deprecated stages). ``champion`` (plan.deploy.alias) is what serving follows; a candidate
 that passed the gate gets ``challenger`` (plan.deploy.challenger_alias). Every alias move goes through
-``move_alias``, which appends one entry to the promotion ledger kept in the registry itself: one
-registered-model tag per entry, ``ledger.000001``, ``ledger.000002``, ... (MLflow 3.17.2 stores a
-registered-model tag value in a ``String(5000)`` column, so one growing JSON list would hit the limit; one
-small JSON object per tag never does). The ledger lives in the MLflow DB, so it survives restarts.
+``move_alias``, which appends one entry to the promotion ledger kept in the registry itself, as tags of the
+registered model (``models.ledger``); it lives in the MLflow DB, so it survives restarts.
 
 The tracking/registry URIs come from the environment (``Settings.apply_environment``); ``client=None``
 means ``mlflow.MlflowClient()`` against them.
@@ -14,10 +12,8 @@ means ``mlflow.MlflowClient()`` against them.
 from __future__ import annotations
 
 import hashlib
-import json
 import tempfile
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,11 +21,12 @@ import numpy as np
 
 from data.dataset import DatasetMeta
 
+from .ledger import LedgerEntry, champion_history, entries_from_tags, next_entry
+
 # Must match models.tracking (checked by a test); not imported from there to keep this module light.
 KERAS_FILE_IN_MODEL = "data/model.keras"
 DATASET_META_ARTIFACT = "dataset_meta.json"
 SHA256_TAG = "model_sha256"
-LEDGER_PREFIX = "ledger."
 GATE_PASSED_TAG = "gate.passed"
 GATE_REPORT_TAG = "gate.report"
 
@@ -68,24 +65,6 @@ class ResolvedModel:
     meta: DatasetMeta
     input_example: np.ndarray
     metrics: dict[str, float]
-
-
-@dataclass(frozen=True)
-class LedgerEntry:
-    """One alias move. ``version`` None means the alias was removed."""
-
-    index: int
-    time: str  # ISO 8601, UTC
-    alias: str
-    version: str | None
-    previous_version: str | None
-    action: str  # "promote", "challenger", "rollback"
-    reason: str
-    report_ref: str | None
-    forced: bool
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
 
 
 def _client(client: Any) -> Any:
@@ -241,15 +220,11 @@ def read_ledger(name: str, *, client: Any = None) -> list[LedgerEntry]:
     from mlflow.exceptions import MlflowException
 
     try:
-        tags = _client(client).get_registered_model(name).tags
+        return entries_from_tags(_client(client).get_registered_model(name).tags)
     except MlflowException as error:
         if _not_found(error):
             return []
         raise
-    entries = [
-        LedgerEntry(**json.loads(value)) for key, value in tags.items() if key.startswith(LEDGER_PREFIX)
-    ]
-    return sorted(entries, key=lambda entry: entry.index)
 
 
 def move_alias(
@@ -282,19 +257,11 @@ def move_alias(
     get_version(client, name, version)
     previous = alias_version(name, alias, client=client)
     client.set_registered_model_alias(name, alias, str(version))
-    index = max((entry.index for entry in read_ledger(name, client=client)), default=0) + 1
-    entry = LedgerEntry(
-        index=index,
-        time=datetime.now(UTC).isoformat(timespec="seconds"),
-        alias=alias,
-        version=str(version),
-        previous_version=previous,
-        action=action,
-        reason=reason,
-        report_ref=report_ref,
-        forced=forced,
-    )
-    client.set_registered_model_tag(name, f"{LEDGER_PREFIX}{index:06d}", entry.to_json())
+    entry = next_entry(
+        read_ledger(name, client=client), alias=alias, version=str(version), previous_version=previous,
+        action=action, reason=reason, report_ref=report_ref, forced=forced,
+    )  # fmt: skip
+    client.set_registered_model_tag(name, entry.tag_key, entry.to_json())
     return entry
 
 
@@ -380,22 +347,6 @@ def mark_challenger(
         report_ref=report_ref,
         client=client,
     )
-
-
-def champion_history(ledger: list[LedgerEntry], alias: str = "champion") -> list[str]:
-    """The champion versions still standing, oldest first: each promotion pushes, each rollback pops."""
-    stack: list[str] = []
-    for entry in ledger:
-        if entry.alias != alias or entry.version is None:
-            continue
-        if entry.action == "rollback":
-            if stack:
-                stack.pop()
-            if not stack or stack[-1] != entry.version:
-                stack.append(entry.version)
-        else:
-            stack.append(entry.version)
-    return stack
 
 
 def rollback(client: Any, name: str, *, reason: str = "rollback", alias: str = "champion") -> LedgerEntry:

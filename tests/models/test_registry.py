@@ -159,3 +159,16 @@ def test_champion_history_pushes_and_pops():
     ]
     assert registry.champion_history(ledger) == ["1", "3"]
     assert registry.champion_history([]) == []
+
+
+def test_ledger_entries_round_trip_through_tags_and_cap_free_text():
+    from models.ledger import MAX_TEXT, entries_from_tags, next_entry
+
+    first = next_entry([], alias="champion", version="1", previous_version=None, action="promote",
+                       reason="x" * (MAX_TEXT + 50), report_ref=None, forced=True)  # fmt: skip
+    second = next_entry([first], alias="champion", version="2", previous_version="1", action="promote",
+                        reason="ok", report_ref="runs:/r/gate/gate.json", forced=False)  # fmt: skip
+    assert (first.index, second.index) == (1, 2) and len(first.reason) == MAX_TEXT
+    tags = {second.tag_key: second.to_json(), "owner": "team", first.tag_key: first.to_json()}
+    assert entries_from_tags(tags) == [first, second]
+    assert first.tag_key == "ledger.000001"
