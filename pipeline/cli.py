@@ -87,7 +87,9 @@ RUN_PHASES = get_args(RunPhase)
 
 @app.command("run")
 def run_command(
-    plan: PlanOption = Path("plan.yaml"),
+    plan: Annotated[
+        Path | None, typer.Option("--plan", "-p", help="The plan file (default: plan.yaml of the project).")
+    ] = None,
     until: Annotated[RunPhase | None, typer.Option(help="Stop after this phase (default: all).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's own logs.")] = False,
 ) -> None:
@@ -102,7 +104,17 @@ def run_command(
     from rich.logging import RichHandler
 
     settings = load_settings_or_exit()
+    plan = plan or settings.plan_path
     load_plan_or_exit(plan)
+    params_file = settings.root / "plan.yaml"
+    if plan.resolve() != params_file.resolve():  # pipeline.flows.resolve_plan_path, before Prefect starts
+        typer.secho(
+            f"{plan}: the DVC stages read their parameters from {params_file} (dvc.yaml params); "
+            "run with that plan, or set LIFECYCLE_ROOT to the folder of yours",
+            fg="red",
+            err=True,
+        )
+        raise typer.Exit(2)
     # Before Prefect is imported: its own logs only when asked for; ours go through the "lifecycle" logger.
     if verbose:
         os.environ["PREFECT_LOGGING_LEVEL"] = "INFO"

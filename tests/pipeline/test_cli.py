@@ -148,3 +148,16 @@ def test_run_phases_are_the_flow_phases() -> None:
     from pipeline.flows import PHASES
 
     assert RUN_PHASES == PHASES
+
+
+def test_run_with_a_plan_other_than_the_dvc_params_file_exits_2(project: Path) -> None:
+    write_plan(project)
+    other = project / "experiments" / "wide.yaml"
+    other.parent.mkdir()
+    other.write_text((project / "plan.yaml").read_text())
+
+    result = runner.invoke(app, ["run", "--plan", str(other)])
+
+    assert result.exit_code == 2
+    assert "the DVC stages read their parameters from" in result.output
+    assert not (project / "var").exists()
