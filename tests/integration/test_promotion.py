@@ -116,6 +116,10 @@ def test_gate_promotes_refuses_forces_rolls_back(project):
     def gate_report() -> dict:
         return json.loads((settings.reports_dir / "gate.json").read_text())
 
+    nothing = runner.invoke(app, ["rollback", *plan_option])
+    assert nothing.exit_code == 2 and "earlier 'champion'" in nothing.output
+    missing = runner.invoke(app, ["promote", "99", *plan_option])
+    assert missing.exit_code == 2 and "v99" in missing.output
     refused = runner.invoke(app, ["promote", "2", "--force", *plan_option])
     assert refused.exit_code == 2 and "--force needs --reason" in refused.output
     assert champion() is None
