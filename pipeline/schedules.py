@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -165,3 +165,56 @@ def serve_schedules(plan: Plan, settings: Settings, plan_path: str = "plan.yaml"
     with prefect_api(settings) as url:
         log.info("serving scheduled deployments on %s; Ctrl-C stops", url)
         serve(*build_deployments(plan, plan_path), print_starting_message=True)
+
+
+def next_runs(plan: Plan, *, last_check: datetime | None, now: datetime) -> dict[str, str | None]:
+    """When the scheduled deployments run next, from the plan (the server's own queue may differ).
+
+    Args:
+        plan: the plan (``monitoring.schedule``).
+        last_check: when the monitor last ran (None: never).
+        now: the current time (aware).
+
+    Returns:
+        ``{"monitor": ISO time or None, "retrain": ISO time or None}``.
+    """
+    import asyncio
+
+    schedule = plan.monitoring.schedule
+    monitor_next = None
+    if schedule.monitor_every_minutes:
+        every = timedelta(minutes=schedule.monitor_every_minutes)
+        monitor_next = max(now, last_check + every) if last_check else now
+    retrain_next = None
+    if schedule.retrain_cron:
+        from prefect.server.schemas.schedules import CronSchedule
+
+        dates = asyncio.run(
+            CronSchedule(cron=schedule.retrain_cron, timezone="UTC").get_dates(n=1, start=now)
+        )
+        retrain_next = dates[0] if dates else None
+    return {
+        "monitor": monitor_next.isoformat(timespec="seconds") if monitor_next else None,
+        "retrain": retrain_next.isoformat() if retrain_next else None,
+    }
+
+
+def monitoring_status(plan: Plan, settings: Settings, *, now: datetime | None = None) -> dict[str, Any]:
+    """For ``lifecycle status``: the last drift check, the last alert, and the next scheduled runs.
+
+    Returns:
+        ``{"last_check": {...} | None, "last_alert": {...} | None, "next_runs": {"monitor", "retrain"},
+        "consecutive_drifted": int}``.
+    """
+    from monitoring.state import load_state, state_path
+
+    now = now or datetime.now(UTC)
+    state = load_state(state_path(settings.var_dir))
+    checked = (state.last_check or {}).get("time")
+    last = datetime.fromisoformat(checked) if checked else None
+    return {
+        "last_check": state.last_check,
+        "last_alert": state.last_alert,
+        "consecutive_drifted": state.policy.consecutive_drifted,
+        "next_runs": next_runs(plan, last_check=last, now=now),
+    }
