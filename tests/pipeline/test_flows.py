@@ -84,3 +84,10 @@ def test_plan_must_be_the_dvc_params_file(tmp_path: Path) -> None:
     assert resolve_plan_path(tmp_path / "plan.yaml", settings) == tmp_path.resolve() / "plan.yaml"
     with pytest.raises(ValueError, match=r"the DVC stages read their parameters from .*plan\.yaml"):
         resolve_plan_path("experiments/other.yaml", settings)
+
+
+def test_lifecycle_refuses_an_unknown_phase_before_doing_anything() -> None:
+    from pipeline.flows import lifecycle
+
+    with pytest.raises(ValueError, match="until: expected one of data, train, deploy, got 'serve'"):
+        lifecycle.fn(plan_path="plan.yaml", until="serve")
