@@ -85,7 +85,8 @@ def slack_payload(alert: Alert) -> dict[str, Any]:
 
 
 class Sink(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def send(self, alert: Alert) -> None: ...
 

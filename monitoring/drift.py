@@ -105,9 +105,14 @@ def detect_drift(
         raise ValueError(
             f"Expected one label (or NaN) per window row ({len(current)}). Received {len(labels)}."
         )
-    base = {"window_size": len(current), "reference_size": len(reference), "min_samples": policy.min_samples}
     if len(current) < policy.min_samples:
-        return DriftResult(**base, enough_data=False, threshold_share=policy.drift_share)
+        return DriftResult(
+            len(current),
+            len(reference),
+            policy.min_samples,
+            enough_data=False,
+            threshold_share=policy.drift_share,
+        )
     from evidently import Report
     from evidently.metrics import UniqueValueCount
     from evidently.presets import DataDriftPreset
@@ -138,7 +143,9 @@ def detect_drift(
                 classification=bool(categorical),
             )
     return DriftResult(
-        **base,
+        len(current),
+        len(reference),
+        policy.min_samples,
         enough_data=True,
         share=share,
         threshold_share=policy.drift_share,
