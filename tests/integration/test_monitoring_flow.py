@@ -228,3 +228,41 @@ def test_monitor_flow_alerts_once_on_drift_and_asks_for_labels(project, receiver
 
     runs = mlflow.search_runs(experiment_names=["monitoring"])
     assert len(runs) == 4 and set(runs["tags.decision"]) == {"none", "alert", "label"}
+
+
+def test_monitor_command_prints_the_check_as_json(project):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    settings, *_ = project
+
+    result = CliRunner().invoke(app, ["monitor", "--json", "--plan", str(settings.root / "plan.yaml")])
+
+    assert result.exit_code == 0, result.output
+    checked = json.loads(result.stdout[result.stdout.index("{") :])
+    assert checked["model_version"] == "1" and checked["decision"]["action"] in {
+        "label",
+        "none",
+        "alert",
+        "not_enough_data",
+    }
+    assert Path(checked["report"], "summary.json").is_file()
+
+
+def test_monitor_command_without_a_champion_exits_2(tmp_path, monkeypatch, prefect):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[2] / "plan.yaml").read_text())
+    raw["deploy"]["model_name"] = "nobody-registered-this"
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("LIFECYCLE_ROOT", str(tmp_path))
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.setenv(name, os.environ.get(name, ""))  # restored after apply_environment moves them
+
+    result = CliRunner().invoke(app, ["monitor", "--plan", str(tmp_path / "plan.yaml")])
+
+    assert result.exit_code == 2, result.output
+    assert "monitor:" in result.output and "nobody-registered-this" in result.output
