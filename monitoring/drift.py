@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,9 +122,10 @@ def detect_drift(
     metrics: list[Any] = [DataDriftPreset(drift_share=policy.drift_share)]
     if categorical:
         metrics.append(UniqueValueCount(column=PREDICTED))
-    snapshot = Report(metrics, include_tests=True).run(
-        _dataset(current, categorical), _dataset(reference, categorical)
-    )
+    with np.errstate(divide="ignore", invalid="ignore"):  # Evidently's correlations on constant columns
+        snapshot = Report(metrics, include_tests=True).run(
+            _dataset(current, categorical), _dataset(reference, categorical)
+        )
     features = _read_drift(snapshot.dict())
     distribution = (
         {"reference": _shares(reference[PREDICTED]), "current": _shares(current[PREDICTED])}
@@ -218,7 +220,9 @@ def _performance(
             numerical_columns=[PREDICTED, LABEL], regression=[Regression(target=LABEL, prediction=PREDICTED)]
         )
         preset = RegressionPreset()
-    snapshot = Report([preset]).run(Dataset.from_pandas(frame, data_definition=definition), None)
+    with warnings.catch_warnings():  # a class never predicted in the window: its precision is 0, say no more
+        warnings.simplefilter("ignore", category=UserWarning)
+        snapshot = Report([preset]).run(Dataset.from_pandas(frame, data_definition=definition), None)
     performance: dict[str, float] = {}
     for metric in snapshot.dict()["metrics"]:
         name = _snake(metric["metric_name"].split("(")[0])

@@ -93,3 +93,32 @@ def test_report_files_and_mlflow_summary(tmp_path, digits, monitor, shift):
     assert run.data.tags["model_version"] == "3"
     logged = {item.path for item in client.list_artifacts(run_id, "report")}
     assert {"report/summary.json", "report/drift.html"} <= logged
+
+
+def test_tabular_shifted_column_drifts_and_names_it():
+    import pandas as pd
+
+    from data.dataset import DatasetMeta
+    from monitoring.features import build_frame, fit_features
+
+    meta = DatasetMeta(
+        source="table:t.csv", kind="tabular", task="classification", classes=["a", "b"], input_shape=[3],
+        feature_names=["age", "income", "score"],
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+
+    def frame(n: int, income_shift: float) -> pd.DataFrame:
+        inputs = rng.normal([40, 3, 0], [10, 1, 1], size=(n, 3)) + [0, income_shift, 0]
+        predicted = (inputs[:, 2] > 0).astype("int64")
+        return build_frame(spec, inputs, predicted, rng.uniform(0.5, 1, n))
+
+    spec = fit_features(meta, np.zeros((1, 3)), components=3)
+    reference = frame(500, 0.0)
+
+    calm = detect_drift(reference, frame(400, 0.0), POLICY)
+    shifted = detect_drift(reference, frame(400, 1.5), POLICY.model_copy(update={"drift_share": 0.2}))
+
+    assert not calm.drifted
+    assert shifted.drifted and "income" in [feature.name for feature in shifted.drifted_features]
+    strongest = min(shifted.features, key=lambda feature: feature.score)  # K-S p-values: lowest is strongest
+    assert strongest.name == "income" and strongest.score < 1e-6
