@@ -19,11 +19,12 @@ import numpy as np
 import pandas as pd
 
 from monitoring.alerts import Alert, Delivery, build_sinks, send_alert
-from monitoring.drift import DriftResult, detect_drift, log_summary, save_report
+from monitoring.drift import DriftResult, detect_drift
 from monitoring.features import FeatureSpec, build_frame, embedding_function, fit_features, predict_outputs
 from monitoring.feedback import export_feedback, export_labeling_queue, feedback_dataset, labeling_queue
 from monitoring.policy import Action, Decision, decide, for_champion
 from monitoring.reference import load_reference
+from monitoring.report import log_summary, save_report
 from monitoring.state import load_state, save_state, state_path
 from pipeline.plan import Plan
 from pipeline.settings import Settings

@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from monitoring.drift import detect_drift, log_summary, save_report
+from monitoring.drift import detect_drift
 from monitoring.features import CONFIDENCE, PREDICTED
+from monitoring.report import log_summary, save_report
 from pipeline.plan import MonitoringSection
 
 POLICY = MonitoringSection(window=1000, min_samples=100, drift_share=0.3)
