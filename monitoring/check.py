@@ -78,11 +78,10 @@ def load_champion(plan: Plan, settings: Settings, *, client: Any = None) -> Cham
 
     name = plan.deploy.model_name
     client = client or mlflow.MlflowClient()
-    resolved = resolve_model(
-        name, plan.deploy.alias, client=client, dst=Path(tempfile.mkdtemp(prefix="monitor-"))
-    )
+    with tempfile.TemporaryDirectory(prefix="monitor-") as folder:  # the model is in memory once loaded
+        resolved = resolve_model(name, plan.deploy.alias, client=client, dst=Path(folder))
+        model = keras.saving.load_model(resolved.model_path)
     data_md5 = client.get_model_version(name, resolved.version).tags.get("data_md5")
-    model = keras.saving.load_model(resolved.model_path)
     reference, source = load_reference(settings.root, data_md5, resolved.meta)
     embed = embedding_function(model) if resolved.meta.kind == "image" else None
     spec = fit_features(
