@@ -416,6 +416,7 @@ def monitor_command(
     settings = load_settings_or_exit()
     load_plan_or_exit(plan)
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     settings.apply_environment()
     console = Console(stderr=as_json)
     _progress_logging(console)
@@ -461,10 +462,13 @@ def schedule_command(plan: PlanOption = Path("plan.yaml")) -> None:
     Uses LIFECYCLE_PREFECT_API_URL when set; otherwise starts a local `prefect server` on 127.0.0.1
     (state in var/prefect) and stops it on exit.
     """
+    import os
+
     from rich.console import Console
 
     settings = load_settings_or_exit()
     plan_obj = load_plan_or_exit(plan)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # flow runs inherit it
     settings.apply_environment()
     _progress_logging(Console())
     from pipeline.schedules import serve_schedules
