@@ -170,7 +170,9 @@ def run_check(
     }
     files = save_report(result, settings.var_dir / "reports" / stamp, extra=context)
     tags = {"model_name": champion.name, "model_version": champion.version, "decision": str(decision.action)}
-    run_id = log_summary(result, files, tags=tags, client=client)
+    run_id = log_summary(
+        result, files, tags=tags, client=client, artifact_location=settings.resolved_artifacts_dir.as_uri()
+    )
     report_dir = files["summary"].parent
     queue_dir = None
     if decision.action is Action.LABEL:

@@ -43,6 +43,7 @@ def log_summary(
     experiment: str = MONITORING_EXPERIMENT,
     tags: dict[str, str] | None = None,
     client: Any = None,
+    artifact_location: str | None = None,
 ) -> str:
     """Log one check to MLflow: share drifted, per-feature scores, window size, performance, the reports.
 
@@ -52,6 +53,8 @@ def log_summary(
         experiment: the MLflow experiment (created when missing).
         tags: run tags (model name and version, decision).
         client: an ``MlflowClient``; None for one on the environment's URIs.
+        artifact_location: artifact root URI for the experiment when it is created (the project's
+            ``Settings.resolved_artifacts_dir``); None leaves MLflow's default, ``./mlruns`` of the cwd.
 
     Returns:
         The run id.
@@ -61,7 +64,11 @@ def log_summary(
 
     client = client or mlflow.MlflowClient()
     found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    experiment_id = (
+        found.experiment_id
+        if found
+        else client.create_experiment(experiment, artifact_location=artifact_location)
+    )
     run = client.create_run(experiment_id, tags=tags or {}, run_name="drift-check")
     now = int(time.time() * 1000)
     numbers = {

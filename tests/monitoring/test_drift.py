@@ -79,7 +79,10 @@ def test_report_files_and_mlflow_summary(tmp_path, digits, monitor, shift):
 
     files = save_report(result, tmp_path / "reports" / "t1", extra={"model_version": "3"})
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    run_id = log_summary(result, files, tags={"model_version": "3"}, client=client)
+    artifacts = tmp_path / "artifacts"
+    run_id = log_summary(
+        result, files, tags={"model_version": "3"}, client=client, artifact_location=artifacts.as_uri()
+    )
 
     assert set(files) == {"summary", "drift", "performance"}
     assert "<html" in files["drift"].read_text()[:2000].lower()
@@ -88,6 +91,8 @@ def test_report_files_and_mlflow_summary(tmp_path, digits, monitor, shift):
     assert summary["window_size"] == 200 and "intensity_mean" in summary["drifted_features"]
     run = client.get_run(run_id)
     assert client.get_experiment(run.info.experiment_id).name == "monitoring"
+    assert run.info.artifact_uri.startswith(artifacts.as_uri())
+    assert list(artifacts.rglob("summary.json"))
     assert run.data.metrics["drift_share"] == pytest.approx(result.share)
     assert run.data.metrics["window_size"] == 200
     assert "score_intensity_mean" in run.data.metrics and "perf_accuracy" in run.data.metrics
