@@ -241,6 +241,9 @@ def lifecycle(plan_path: str = "plan.yaml", until: str | None = None) -> Lifecyc
     report = check_plan(plan, path, settings)
 
     # --- data: collect, label, prepare (issue 2) ---
+    from data.collect import ensure_feedback_dir
+
+    ensure_feedback_dir(settings.root)  # collect's DVC dep; missing in a fresh clone (DVC-tracked)
     stages = [run_dvc_stage(stage, settings.root) for stage in DATA_STAGES]
     if until == "data":
         return LifecycleSummary(path, plan.digest(), report, stages, time.perf_counter() - started)

@@ -15,8 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
+
+from data.collect import ensure_feedback_dir
+from data.dataset import Dataset
 
 pytestmark = pytest.mark.integration
 
@@ -54,9 +58,10 @@ def _edit_plan(project: Path, change: Callable[[dict[str, Any]], None]) -> None:
 
 
 def _make_project(directory: Path) -> Path:
-    """git + DVC repo: the project's code, dvc.yaml, .dvc/config (remote var/dvc-remote), a small plan."""
+    """git + DVC repo: the project's code, dvc.yaml, .dvc/config (remote var/dvc-remote), a small plan,
+    and an empty DVC-tracked data/feedback (the collect stage's dependency, as in the project)."""
     directory.mkdir()
-    ignore = shutil.ignore_patterns("raw", "labeled", "prepared", "__pycache__", "*.pyc")
+    ignore = shutil.ignore_patterns("raw", "labeled", "prepared", "feedback", "__pycache__", "*.pyc")
     for package in ("pipeline", "data"):
         shutil.copytree(ROOT / package, directory / package, ignore=ignore)
     shutil.copy(ROOT / "dvc.yaml", directory / "dvc.yaml")
@@ -68,6 +73,8 @@ def _make_project(directory: Path) -> Path:
     subprocess.run(["git", "init", "-q"], cwd=directory, check=True)
     _dvc(directory, "init", "-q")
     shutil.copy(ROOT / ".dvc" / "config", directory / ".dvc" / "config")
+    ensure_feedback_dir(directory)
+    _dvc(directory, "add", "-q", "data/feedback")
     return directory
 
 
@@ -134,6 +141,21 @@ def test_a_new_label_file_reruns_label_and_its_descendant_not_collect(project):
     after = _digests(project)
     assert after["data/raw/samples.npz"] == before["data/raw/samples.npz"]
     assert after["data/labeled/samples.npz"] != before["data/labeled/samples.npz"]
+
+
+def test_new_feedback_reruns_collect_which_appends_it(project):
+    raw = Dataset.load(project / "data/raw", "samples")
+    features = np.random.default_rng(9).uniform(0, 16, (4, 8, 8)).astype("float32")
+    ids = np.array([f"feedback-r{i}" for i in range(4)])
+    Dataset(features, np.array([1, 2, 3, 4]), ids, raw.meta).save(project / "data/feedback", "samples")
+    _dvc(project, "add", "-q", "data/feedback")  # what the retrain flow does after exporting
+
+    result = _dvc(project, "repro", "prepare")
+
+    assert _ran(result.stdout) == list(DATA_STAGES), result.stdout
+    merged = Dataset.load(project / "data/raw", "samples")
+    assert len(merged) == len(raw) + 4 and merged.sample_ids[-4:].tolist() == ids.tolist()
+    assert set(ids) <= set(Dataset.load(project / "data/labeled", "samples").sample_ids.tolist())
 
 
 def test_push_then_pull_restores_identical_files(project):

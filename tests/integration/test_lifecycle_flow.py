@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 CODE = ("pipeline", "data", "models", "serving", "monitoring")
-RUNTIME = ("raw", "labeled", "prepared", "__pycache__", "var", "*.pyc")
+RUNTIME = ("raw", "labeled", "prepared", "feedback", "__pycache__", "var", "*.pyc")
 
 
 def make_project(directory: Path, change=None) -> Path:
