@@ -94,7 +94,9 @@ def intensity_statistics(images: np.ndarray) -> pd.DataFrame:
     Returns:
         One row per image, columns ``INTENSITY_COLUMNS``.
     """
-    flat = np.asarray(images, dtype="float32").reshape(len(images), -1)
+    images = np.asarray(images, dtype="float32")
+    # An explicit width: reshape(0, -1) can't infer it, and an empty window must give an empty frame.
+    flat = images.reshape(len(images), int(np.prod(images.shape[1:])))
     quantiles = np.quantile(flat, [0.1, 0.5, 0.9], axis=1) if len(flat) else np.zeros((3, 0))
     values = [flat.mean(axis=1), flat.std(axis=1), *quantiles]
     return pd.DataFrame(dict(zip(INTENSITY_COLUMNS, values, strict=True)), dtype="float64")

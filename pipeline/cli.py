@@ -7,7 +7,7 @@ Commands load Settings and the plan at the edge, then call flows or domain funct
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import typer
 
@@ -284,8 +284,10 @@ def status_command(
     plan_obj = load_plan_or_exit(plan)
     settings.apply_environment()
     from models.promotion import registry_status
+    from pipeline.schedules import monitoring_status
 
     status = registry_status(plan_obj)
+    status["monitoring"] = monitoring_status(plan_obj, settings)
     if as_json:
         typer.echo(json.dumps(status, indent=2))
         return
@@ -305,6 +307,30 @@ def status_command(
         action = entry["action"] + forced
         ledger.add_row(str(entry["index"]), entry["time"], entry["alias"], move, action, entry["reason"])
     console.print(ledger)
+    _print_monitoring_status(console, status["monitoring"])
+
+
+def _print_monitoring_status(console: Any, monitoring: dict[str, Any]) -> None:
+    check = monitoring["last_check"]
+    if check:
+        decision = check.get("decision") or {}
+        console.print(
+            f"last drift check {check['time']} on v{check.get('model_version') or '-'}: "
+            f"{float(check['share']):.0%} of features drifted, decision {decision.get('action', '-')} "
+            f"({monitoring['consecutive_drifted']} drifted window(s) in a row); report {check.get('report')}"
+        )
+    else:
+        console.print("last drift check: none yet (run `lifecycle monitor`)")
+    alert = monitoring["last_alert"]
+    if alert:
+        console.print(
+            f"last alert {alert['time']}: [{alert['action']}] {alert['model_name']} "
+            f"v{alert.get('model_version') or '-'}, {float(alert['share']):.0%} drifted"
+        )
+    else:
+        console.print("last alert: none")
+    for flow_name, when in monitoring["next_runs"].items():
+        console.print(f"next scheduled {flow_name}: {when or 'not scheduled'}")
 
 
 # --- deployment (issue 4) ----------------------------------------------------------------------------------

@@ -249,6 +249,12 @@ def test_monitor_command_prints_the_check_as_json(project):
     }
     assert Path(checked["report"], "summary.json").is_file()
 
+    status = CliRunner().invoke(app, ["status", "--json", "--plan", str(settings.root / "plan.yaml")])
+    assert status.exit_code == 0, status.output
+    monitoring = json.loads(status.stdout[status.stdout.index("{") :])["monitoring"]
+    assert monitoring["last_check"]["report"] == checked["report"]
+    assert monitoring["next_runs"]["monitor"] is not None
+
 
 def test_monitor_command_without_a_champion_exits_2(tmp_path, monkeypatch, prefect):
     from typer.testing import CliRunner

@@ -184,6 +184,12 @@ def test_gate_promotes_refuses_forces_rolls_back(project):
     assert document["ledger"][1]["report_ref"].startswith("runs:/") and document["ledger"][1][
         "report_ref"
     ].endswith("gate/gate.json")
+    assert document["monitoring"]["last_check"] is None  # no drift check has run in this project
+    assert set(document["monitoring"]["next_runs"]) == {"monitor", "retrain"}
+
+    readable = runner.invoke(app, ["status", *plan_option])
+    assert readable.exit_code == 0, readable.output
+    assert "champion v3" in readable.output and "last drift check: none yet" in readable.output
 
 
 def _ledger():

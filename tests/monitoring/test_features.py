@@ -31,6 +31,12 @@ def test_intensity_statistics_per_image():
     assert frame.loc[1, "intensity_q90"] == pytest.approx(np.quantile(np.arange(64), 0.9))
 
 
+def test_an_empty_window_gives_an_empty_frame_not_an_error():
+    frame = intensity_statistics(np.zeros((0, 8, 8), dtype="float32"))
+
+    assert list(frame.columns) == list(INTENSITY_COLUMNS) and len(frame) == 0
+
+
 def test_projection_keeps_the_main_direction():
     rng = np.random.default_rng(0)
     direction = np.array([3.0, 4.0, 0.0]) / 5
