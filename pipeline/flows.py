@@ -111,12 +111,13 @@ def dvc_environment(root: Path) -> dict[str, str]:
     retry_condition_fn=_retry_when_transient,
     cache_policy=NO_CACHE,  # DVC decides what is up to date, from dvc.lock
 )
-def run_dvc_stage(stage: str, root: Path) -> StageResult:
+def run_dvc_stage(stage: str, root: Path, force: bool = False) -> StageResult:
     """Run one DVC stage with ``dvc repro --single-item``; DVC skips it when nothing it reads changed.
 
     Args:
         stage: the stage's name in dvc.yaml.
         root: the project root (where dvc.yaml is).
+        force: run it even when DVC finds it up to date (``--force``).
 
     Returns:
         Whether it ran or was skipped, its duration, and the files it produced.
@@ -125,10 +126,10 @@ def run_dvc_stage(stage: str, root: Path) -> StageResult:
         StageError: the stage failed; the message carries the tail of its output.
         TransientStageError: the DVC repository was locked by another process (retried).
     """
-    log.info("%s: starting", stage)
+    log.info("%s: starting%s", stage, " (forced)" if force else "")
     started = time.perf_counter()
     completed = subprocess.run(
-        [sys.executable, "-m", "dvc", "repro", "--single-item", stage],
+        [sys.executable, "-m", "dvc", "repro", *(["--force"] if force else []), "--single-item", stage],
         cwd=root,
         env=dvc_environment(root),
         stdout=subprocess.PIPE,
@@ -179,6 +180,54 @@ def resolve_plan_path(plan_path: str | Path, settings: Settings) -> Path:
 
 # --- training, testing and registry (issue 3) ---
 TRAINING_STAGES = ("train", "evaluate")
+TRAIN_RECORD = Path("artifacts/train.json")
+
+
+def unregistered_training(root: Path, *, client: Any = None) -> str | None:
+    """Why the train stage's outputs don't match the registry, or None when they do (or it never ran).
+
+    DVC knows only files: with the MLflow state (``var/``) gone, or pointed elsewhere, ``dvc repro train``
+    is "up to date" while the registry lacks the version ``artifacts/train.json`` names, and the gate fails.
+
+    Args:
+        root: the project root.
+        client: an ``MlflowClient``; None for one on the environment's URIs.
+
+    Returns:
+        None when train.json is absent or its version is registered from its run; otherwise the reason.
+    """
+    import json
+
+    from models.registry import ModelNotFoundError, get_version
+
+    path = root / TRAIN_RECORD
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        name, version, run_id = record["model_name"], str(record["version"]), record["run_id"]
+    except (ValueError, KeyError, TypeError) as error:
+        return f"{TRAIN_RECORD}: expected model_name, version and run_id; got an unreadable record ({error})"
+    try:
+        registered = get_version(client, name, version)
+    except ModelNotFoundError:
+        return f"{TRAIN_RECORD} names {name} v{version} (run {run_id}), which the registry does not hold"
+    if registered.run_id != run_id:
+        return (
+            f"{TRAIN_RECORD} names {name} v{version} from run {run_id}, but the registry's v{version} "
+            f"comes from run {registered.run_id}"
+        )
+    return None
+
+
+@task(name="check-train-record", cache_policy=NO_CACHE)
+def check_train_record(settings: Settings) -> str | None:
+    """``unregistered_training`` on the project's registry; logs the reason when a retrain is forced."""
+    settings.apply_environment()
+    reason = unregistered_training(settings.root)
+    if reason:
+        log.warning("train: %s; forcing the train stage (dvc repro --force --single-item train)", reason)
+    return reason
 
 
 @task(name="gate-and-promote", cache_policy=NO_CACHE)
@@ -249,7 +298,11 @@ def lifecycle(plan_path: str = "plan.yaml", until: str | None = None) -> Lifecyc
         return LifecycleSummary(path, plan.digest(), report, stages, time.perf_counter() - started)
 
     # --- training, testing and registry (issue 3) ---
-    stages += [run_dvc_stage(stage, settings.root) for stage in TRAINING_STAGES]
+    # DVC can call train up to date while the registry lacks its version (var/ deleted): then it is forced.
+    force_train = check_train_record(settings) is not None
+    stages += [
+        run_dvc_stage(stage, settings.root, force_train and stage == "train") for stage in TRAINING_STAGES
+    ]
     extra: dict[str, Any] = {"gate": gate_and_promote(plan, settings)}
     # A failed gate ends the run here (the verdict is in the result, no alias moved); so does until="train".
     if until == "train" or not extra["gate"]["passed"]:
