@@ -175,6 +175,10 @@ def test_drift_alerts_retrains_through_the_gate_and_the_service_follows(loop, se
     assert [run.state.type.value for run in runs] == ["COMPLETED"] and runs[0].parent_task_run_id is not None
 
     new_champion = gate["champion"]
+    # collect re-ran on the new data/feedback: the retrain trained on it, and the gate promoted a new version.
+    with np.load(project / "data/raw/samples.npz") as raw:
+        assert sum(str(i).startswith("feedback-") for i in raw["sample_ids"]) == 120
+    assert gate["version"] == new_champion != champion
     deadline = time.monotonic() + 30
     while (version := predict(service, images[:1])[0]) != new_champion and time.monotonic() < deadline:
         time.sleep(1)
