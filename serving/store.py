@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import queue
 import threading
 import time
@@ -26,6 +27,7 @@ log = logging.getLogger("lifecycle.serving.store")
 
 WINDOW_COLUMNS = ["request_id", "created_at", "model_version", "features", "predicted", "confidence", "label"]
 _BATCH = 1000
+_LINGER_SECONDS = 0.05
 _STOP = object()
 
 _metadata = sa.MetaData()
@@ -41,7 +43,7 @@ predictions_table = sa.Table(
     sa.Column("shape", sa.String(64), nullable=False),  # JSON list
     sa.Column("predicted_class", sa.Integer, nullable=True),
     sa.Column("predicted_value", sa.Float, nullable=True),
-    sa.Column("confidence", sa.Float, nullable=False),
+    sa.Column("confidence", sa.Float, nullable=True),  # NULL for regression (SQL has no NaN)
     sa.Column("latency_ms", sa.Float, nullable=False),
 )
 feedback_table = sa.Table(
@@ -124,16 +126,25 @@ class PredictionStore:
 
     def _write_loop(self) -> None:
         while True:
-            item = self._queue.get()
-            batch = [item]
-            while len(batch) < _BATCH:
+            batch = [self._queue.get()]
+            # Linger a moment to gather a batch: one transaction per request would cost the service more
+            # (Python-side SQLAlchemy work holds the GIL) than the whole prediction.
+            deadline = time.monotonic() + _LINGER_SECONDS
+            while len(batch) < _BATCH and batch[-1] is not _STOP:
+                remaining = deadline - time.monotonic()
                 try:
-                    batch.append(self._queue.get_nowait())
+                    batch.append(
+                        self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                    )
                 except queue.Empty:
                     break
             records = [entry for entry in batch if entry is not _STOP]
             if records:
-                self._write(records)
+                try:
+                    self._write(records)
+                except Exception:  # noqa: BLE001 - the writer must outlive a bad batch, or flush() hangs
+                    self.failed += len(records)
+                    log.exception("prediction store: %d records rejected by %s", len(records), self.url)
             for _ in batch:
                 self._queue.task_done()
             if len(records) < len(batch):
@@ -192,7 +203,10 @@ class PredictionStore:
                 "model_version": [row["model_version"] for row in rows],
                 "features": [_features(row) for row in rows],
                 "predicted": _predicted([dict(row) for row in rows]),
-                "confidence": np.array([row["confidence"] for row in rows], dtype="float64"),
+                "confidence": np.array(
+                    [np.nan if row["confidence"] is None else row["confidence"] for row in rows],
+                    dtype="float64",
+                ),
                 "label": np.array([labels.get(row["request_id"], np.nan) for row in rows], dtype="float64"),
                 "latency_ms": np.array([row["latency_ms"] for row in rows], dtype="float64"),
             }
@@ -216,6 +230,7 @@ class PredictionStore:
         found["features"] = _features(row)
         found["created_at"] = found["created_at"].replace(tzinfo=UTC)
         found["label"] = label
+        found["confidence"] = math.nan if found["confidence"] is None else found["confidence"]
         return found
 
     @staticmethod
@@ -267,7 +282,7 @@ def _prediction_row(record: PredictionRecord) -> dict[str, Any]:
         "shape": json.dumps(list(features.shape)),
         "predicted_class": int(record.predicted) if classification else None,
         "predicted_value": None if classification else float(record.predicted),
-        "confidence": float(record.confidence),
+        "confidence": None if math.isnan(record.confidence) else float(record.confidence),
         "latency_ms": float(record.latency_ms),
     }
 

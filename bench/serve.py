@@ -1,0 +1,291 @@
+"""Benchmark: our prediction service vs ``mlflow models serve`` vs a validation-only floor, over loopback.
+
+Prints one JSON object. In one run:
+
+- ``model_call``: ms per call of the served model on batch 1 and 64, in-process: ONNX Runtime (the service's
+  runner), the compiled Keras call (``predict_on_batch``, its fallback) and ``model.predict`` (what MLflow's
+  pyfunc does per request). Decides the runner, and whether micro-batching could pay.
+- ``http``: requests/s, p50 and p99 latency (ms) from ``wrk`` (a C load generator, ``apt-get install wrk``)
+  at concurrency 1, 8 and 32 against three servers started here, one at a time, on the same registered model:
+  ``service`` (``lifecycle serve``, 1 worker), ``mlflow`` (``mlflow models serve --env-manager local``, 1
+  worker) and ``floor`` (``bench/floor.py``: the same parsing and validation, no model, no store).
+- ``ratios``: service / mlflow and service / floor requests/s per concurrency; ``targets`` checks >= 50x
+  mlflow at concurrency 8 and >= 0.7x the floor.
+
+The model: the project's champion when the registry under ``var/`` has one, else (or with ``--scratch``) the
+plan's model trained for 2 epochs on sklearn digits and registered in a temporary registry.
+
+Usage: ``python bench/serve.py [--duration 10] [--scratch]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONCURRENCY = (1, 8, 32)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def scratch_registry(folder: Path) -> dict[str, str]:
+    """Train the plan's model 2 epochs on digits, register it in a registry under ``folder``, champion it."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from data.dataset import Dataset, DatasetMeta
+    from models.build import build_model
+    from models.registry import move_alias
+    from models.tracking import log_training_run
+    from models.train import train_model
+    from pipeline.plan import load_plan
+    from pipeline.settings import Settings
+
+    plan = load_plan(ROOT / "plan.yaml")
+    plan_path = folder / "plan.yaml"
+    shutil.copyfile(ROOT / "plan.yaml", plan_path)
+    settings = Settings(root=folder, var_dir=folder / "var", plan_path=plan_path)
+    settings.apply_environment()
+    digits = load_digits()
+    meta = DatasetMeta("sklearn:digits", "image", "classification", plan.data.classes or [], [8, 8])
+    features, labels = digits.images.astype("float32"), digits.target.astype("int64")
+    ids = np.array([str(i) for i in range(len(labels))])
+    train = Dataset(features[:1400], labels[:1400], ids[:1400], meta)
+    val = Dataset(features[1400:], labels[1400:], ids[1400:], meta)
+    train_section = plan.train.model_copy(update={"epochs": 2})
+    result = train_model(lambda: build_model(plan.model, meta, train_section), train, val, train_section,
+                         plan.resources)  # fmt: skip
+    version = log_training_run(
+        plan, result, meta, plan_path=plan_path, root=folder, input_example=features[:3],
+        artifact_location=settings.resolved_artifacts_dir.as_uri(),
+    )  # fmt: skip
+    move_alias(plan.deploy.model_name, plan.deploy.alias, version.version, action="promote", reason="bench")
+    return {
+        "LIFECYCLE_ROOT": str(folder),
+        "LIFECYCLE_VAR_DIR": str(folder / "var"),
+        "LIFECYCLE_PLAN_PATH": str(plan_path),
+        "LIFECYCLE_TRACKING_URI": settings.resolved_tracking_uri,
+    }
+
+
+def project_registry() -> dict[str, str] | None:
+    """The project's own registry, when its champion exists."""
+    from models.registry import alias_version
+    from pipeline.plan import load_plan
+    from pipeline.settings import Settings
+
+    settings = Settings(root=ROOT)
+    if not (settings.var_dir / "mlflow.db").is_file():
+        return None
+    settings.apply_environment()
+    plan = load_plan(settings.plan_path)
+    if alias_version(plan.deploy.model_name, plan.deploy.alias) is None:
+        return None
+    return {"LIFECYCLE_ROOT": str(ROOT), "LIFECYCLE_TRACKING_URI": settings.resolved_tracking_uri}
+
+
+def bench_model_call(instance: list, rounds: int = 300) -> dict:
+    """ms per call, batch 1 and 64: ONNX Runtime vs compiled Keras call vs ``model.predict``."""
+    import keras
+    import numpy as np
+
+    from models.export import export_onnx, onnx_session
+    from models.registry import resolve_model
+    from pipeline.plan import load_plan
+
+    plan = load_plan(os.environ.get("LIFECYCLE_PLAN_PATH", ROOT / "plan.yaml"))
+    resolved = resolve_model(plan.deploy.model_name, plan.deploy.alias)
+    model = keras.saving.load_model(resolved.model_path, safe_mode=True, compile=False)
+    session = onnx_session(export_onnx(model, Path(tempfile.mkdtemp()) / "model.onnx"))
+    name = session.get_inputs()[0].name
+    results: dict[str, dict[str, float]] = {}
+    for batch_size in (1, 64):
+        batch = np.repeat(np.asarray([instance], dtype="float32"), batch_size, axis=0)
+        calls = {
+            "onnxruntime": lambda b=batch: session.run(None, {name: b}),
+            "keras_predict_on_batch": lambda b=batch: model.predict_on_batch(b),
+            "keras_predict": lambda b=batch: model.predict(b, verbose=0),
+        }
+        for label, call in calls.items():
+            count = rounds if label != "keras_predict" else max(rounds // 10, 10)
+            call()
+            started = time.perf_counter()
+            for _ in range(count):
+                call()
+            results.setdefault(label, {})[f"ms_batch{batch_size}"] = round(
+                (time.perf_counter() - started) / count * 1000, 4
+            )
+    return results
+
+
+def start(command: list[str], environment: dict[str, str], ready_url: str, log: Path) -> subprocess.Popen:
+    import httpx
+
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=environment, stdout=log.open("w"), stderr=subprocess.STDOUT
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{command[:3]} exited {process.returncode}: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(ready_url, timeout=2).status_code == 200:
+                return process
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    process.terminate()
+    raise RuntimeError(f"{command[:3]} not ready in 240 s: {log.read_text()[-2000:]}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def run_wrk(url: str, body: str, concurrency: int, duration: int, folder: Path) -> dict:
+    """requests/s, p50, p99 (ms) and non-2xx count from one ``wrk`` run."""
+    script = folder / "post.lua"
+    body_file = folder / "body.json"
+    body_file.write_text(body)
+    script.write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f'local f = io.open("{body_file}", "r")\nwrk.body = f:read("*a")\nf:close()\n'
+    )
+    completed = subprocess.run(
+        ["wrk", "-t", "1", "-c", str(concurrency), "-d", f"{duration}s", "--latency", "-s", str(script), url],
+        capture_output=True, text=True, check=True, timeout=duration + 60,
+    )  # fmt: skip
+    text = completed.stdout
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    errors = re.search(r"Socket errors: (.*)", text)
+    return {
+        "requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)),
+        "p50_ms": _ms(re.search(r"\s50%\s+([\d.]+\w+)", text).group(1)),
+        "p99_ms": _ms(re.search(r"\s99%\s+([\d.]+\w+)", text).group(1)),
+        "requests": int(re.search(r"(\d+) requests in", text).group(1)),
+        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
+        "socket_errors": errors.group(1).strip() if errors else None,
+    }
+
+
+def _ms(value: str) -> float:
+    number, unit = re.match(r"([\d.]+)(\w+)", value).groups()
+    return round(float(number) * {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit], 3)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument(
+        "--scratch", action="store_true", help="train and register a model in a temp registry"
+    )
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        sys.exit("bench/serve.py needs wrk on PATH (Debian: apt-get install -y wrk)")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    folder = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    registry = None if args.scratch else project_registry()
+    source = "project champion" if registry else "scratch (plan model, 2 epochs on digits)"
+    if registry is None:
+        with contextlib.redirect_stdout(sys.stderr):  # training progress: not in the JSON
+            registry = scratch_registry(folder)
+    os.environ.update(registry)
+    from sklearn.datasets import load_digits
+
+    from pipeline.plan import load_plan
+
+    plan = load_plan(registry.get("LIFECYCLE_PLAN_PATH", ROOT / "plan.yaml"))
+    instance = load_digits().images[-1].tolist()  # a digit from the end of the set, raw 0..16
+    body = json.dumps({"instances": [instance]})
+    environment = {
+        **os.environ, **registry,
+        "LIFECYCLE_STORE_URL": f"sqlite:///{folder / 'predictions.db'}",
+        "MLFLOW_TRACKING_URI": registry["LIFECYCLE_TRACKING_URI"],
+        "MLFLOW_REGISTRY_URI": registry["LIFECYCLE_TRACKING_URI"],
+        # mlflow models serve execs `uvicorn` from PATH
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    }  # fmt: skip
+    model_uri = f"models:/{plan.deploy.model_name}@{plan.deploy.alias}"
+    servers = {
+        "service": (
+            [str(Path(sys.executable).parent / "lifecycle"), "serve", "--port", "{port}"],
+            "/ready", "/v1/predict", body,
+        ),
+        "mlflow": (
+            [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
+             "-p", "{port}", "-h", "127.0.0.1", "-w", "1"],
+            "/ping", "/invocations", json.dumps({"inputs": [instance]}),
+        ),
+        "floor": (
+            [sys.executable, "-m", "uvicorn", "--factory", "bench.floor:floor_app_from_environment",
+             "--port", "{port}", "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+             "--log-level", "warning"],
+            "/docs", "/v1/predict", body,
+        ),
+    }  # fmt: skip
+    http: dict[str, dict[str, dict]] = {}
+    for name, (command, ready, path, payload) in servers.items():
+        port = free_port()
+        process = start(
+            [part.replace("{port}", str(port)) for part in command],
+            environment,
+            f"http://127.0.0.1:{port}{ready}",
+            folder / f"{name}.log",
+        )
+        try:
+            url = f"http://127.0.0.1:{port}{path}"
+            run_wrk(url, payload, 8, 2, folder)  # warm-up
+            http[name] = {f"c{c}": run_wrk(url, payload, c, args.duration, folder) for c in CONCURRENCY}
+        finally:
+            stop(process)
+    with contextlib.redirect_stdout(sys.stderr):
+        model_call = bench_model_call(instance)
+    ratios = {
+        f"c{c}": {
+            "service_over_mlflow": round(http["service"][f"c{c}"]["requests_per_s"]
+                                         / max(http["mlflow"][f"c{c}"]["requests_per_s"], 1e-9), 1),
+            "service_over_floor": round(http["service"][f"c{c}"]["requests_per_s"]
+                                        / max(http["floor"][f"c{c}"]["requests_per_s"], 1e-9), 3),
+        }
+        for c in CONCURRENCY
+    }  # fmt: skip
+    report = {
+        "model": {"uri": model_uri, "source": source},
+        "load_generator": "wrk 4.1 (1 thread, keep-alive connections = concurrency)",
+        "cores": os.cpu_count(),
+        "duration_s": args.duration,
+        "model_call": model_call,
+        "http": http,
+        "ratios": ratios,
+        "targets": {
+            "service_over_mlflow_c8_at_least_50": ratios["c8"]["service_over_mlflow"] >= 50,
+            "service_over_floor_at_least_0.7": {c: r["service_over_floor"] >= 0.7 for c, r in ratios.items()},
+        },
+    }
+    print(json.dumps(report, indent=2))
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""The prediction store on real SQLite files: round trip, windows, feedback, back-pressure, drain on close."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from serving.store import WINDOW_COLUMNS, PredictionRecord, PredictionStore
+
+
+def record(i: int, **fields) -> PredictionRecord:
+    values = {
+        "request_id": f"r{i}",
+        "model_version": "3",
+        "features": np.full((2, 2), i, dtype="float32"),
+        "predicted": i % 3,
+        "confidence": 0.5 + i / 1000,
+        "latency_ms": 1.5,
+        "model_name": "m",
+    }
+    values.update(fields)
+    return PredictionRecord(**values)
+
+
+@pytest.fixture
+def url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'var' / 'predictions.db'}"
+
+
+def test_window_round_trips_predictions_and_joins_feedback(url):
+    store = PredictionStore(url)
+    store.record_predictions([record(i) for i in range(5)])
+    store.record_feedback("r1", 2)
+    store.record_feedback("r3", 0)
+    store.record_feedback("r3", 1)  # a corrected label: the latest wins
+    store.flush()
+    window = store.read_window(3)
+    assert list(window.columns[: len(WINDOW_COLUMNS)]) == WINDOW_COLUMNS
+    assert list(window["request_id"]) == ["r2", "r3", "r4"]  # the latest 3, oldest first
+    assert window["predicted"].dtype == np.int64 and list(window["predicted"]) == [2, 0, 1]
+    np.testing.assert_array_equal(window["features"].iloc[1], np.full((2, 2), 3, dtype="float32"))
+    assert window["features"].iloc[1].dtype == np.float32
+    assert str(window["created_at"].dt.tz) == "UTC"
+    assert window["label"].iloc[1] == 1.0 and np.isnan(window["label"].iloc[0])
+    assert window["confidence"].iloc[2] == pytest.approx(0.504)
+    assert store.count() == 5
+    found = store.find("r1")
+    assert found["label"] == 2.0 and found["model_version"] == "3" and found["created_at"].tzinfo is UTC
+    assert store.find("nope") is None
+    store.close()
+
+
+def test_window_since_and_regression_values(url):
+    store = PredictionStore(url)
+    old = datetime.now(UTC) - timedelta(hours=2)
+    store.record_predictions([record(0, predicted=1.25, confidence=float("nan"), created_at=old)])
+    store.record_predictions([record(1, predicted=np.float32(-3.5), confidence=float("nan"))])
+    store.flush()
+    window = store.read_window(10, since=datetime.now(UTC) - timedelta(hours=1))
+    assert list(window["request_id"]) == ["r1"]
+    assert window["predicted"].dtype == np.float64 and window["predicted"].iloc[0] == -3.5
+    assert len(store.read_window(10)) == 2
+    assert store.read_window(10, since=datetime.now(UTC) + timedelta(hours=1)).empty
+    store.close()
+
+
+def test_full_queue_blocks_the_writer_instead_of_dropping(url, tmp_path):
+    store = PredictionStore(url, queue_size=4)
+    store.record_predictions([record(0)])
+    store.flush()
+    blocker = sqlite3.connect(tmp_path / "var" / "predictions.db", timeout=1)
+    blocker.execute("BEGIN EXCLUSIVE")  # the writer can't commit until this ends
+    done = threading.Event()
+
+    def produce() -> None:
+        # more than one writer batch (1000): the writer holds a full batch it can't commit, the queue fills
+        store.record_predictions([record(i) for i in range(1, 2001)])
+        done.set()
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    time.sleep(1.0)
+    assert not done.is_set()  # blocked on the full queue: slowed down, nothing dropped
+    assert store.pending == 4
+    blocker.rollback()
+    blocker.close()
+    producer.join(timeout=30)
+    assert done.is_set()
+    store.close()
+    reopened = PredictionStore(url)
+    assert reopened.count() == 2001 and reopened.read_window(5000)["request_id"].nunique() == 2001
+    reopened.close()
+
+
+def test_close_drains_everything_queued(url):
+    store = PredictionStore(url, queue_size=100_000)
+    store.record_predictions([record(i) for i in range(3000)])
+    store.close()
+    assert store.pending == 0
+    with pytest.raises(RuntimeError, match="after close"):
+        store.record_predictions([record(0)])
+    reopened = PredictionStore(url)
+    assert reopened.count() == 3000
+    reopened.close()
+
+
+def test_sqlite_runs_in_wal_mode(url, tmp_path):
+    store = PredictionStore(url)
+    with store.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    store.close()
+
+
+def test_a_rejected_batch_does_not_stop_the_writer(url):
+    store = PredictionStore(url)
+    store.record_predictions([record(1, features=np.array([["not a number"]], dtype=object))])
+    store.flush()  # returns: the writer survived the batch it could not write
+    assert store.failed == 1
+    store.record_predictions([record(2)])
+    store.flush()
+    assert list(store.read_window(10)["request_id"]) == ["r2"]
+    store.close()
