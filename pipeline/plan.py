@@ -313,6 +313,10 @@ class DeploySection(Section):
     backend: Literal["auto", "onnx", "keras"] = "auto"
     # Inputs may exceed the training data's min/max by this share of its span before they are rejected.
     range_tolerance: Annotated[float, Field(ge=0)] = 0.1
+    # Micro-batching: requests waiting while the model thread is busy share one model call of at most
+    # this many instances (1: one call per request). batch_wait_ms > 0 waits that long for more.
+    batch_max_rows: PositiveInt = 1024
+    batch_wait_ms: Annotated[float, Field(ge=0, le=100)] = 0.0
 
 
 class AlertSinkSection(Section):

@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse
 
 from pipeline.plan import Plan, load_plan
 from pipeline.settings import Settings
+from serving.batcher import ModelCaller
 from serving.inputs import InputError
 from serving.metrics import ServiceMetrics
 from serving.predictor import Predictor, RegistrySource, load_served_model, parse_model_uri
@@ -32,7 +33,7 @@ from serving.store import PredictionStore
 log = logging.getLogger("lifecycle.serving")
 
 PredictorFactory = Callable[[Settings, Plan], Predictor]
-PREDICT_THREADS = 4
+STORE_THREADS = 2
 
 
 def default_predictor(settings: Settings, plan: Plan) -> Predictor:
@@ -91,7 +92,10 @@ def create_app(
             predictor=factory(settings, chosen),
             store=PredictionStore(settings.resolved_store_url, queue_size=settings.store_queue_size),
             metrics=ServiceMetrics(),
-            executor=ThreadPoolExecutor(PREDICT_THREADS, thread_name_prefix="predict"),
+            executor=ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="store"),
+            caller=ModelCaller(
+                max_rows=chosen.deploy.batch_max_rows, max_wait_ms=chosen.deploy.batch_wait_ms
+            ),
         )
         app.state.service = service
         service.metrics.track_store(lambda: service.store.pending)

@@ -18,6 +18,7 @@ import numpy as np
 import orjson
 
 from pipeline.settings import Settings
+from serving.batcher import ModelCaller
 from serving.inputs import InputError, check_range, decode_image, image_geometry
 from serving.metrics import ServiceMetrics
 from serving.predictor import Predictor, ServedModel, format_outputs
@@ -36,7 +37,8 @@ class Service:
     predictor: Predictor
     store: PredictionStore
     metrics: ServiceMetrics
-    executor: ThreadPoolExecutor
+    executor: ThreadPoolExecutor  # store reads (feedback)
+    caller: ModelCaller = field(default_factory=ModelCaller)
     reload_executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="reload")
     )
@@ -49,7 +51,7 @@ class Service:
         return current
 
     async def run(self, function: Any, *args: Any) -> Any:
-        """``function(*args)`` on the prediction threads, off the event loop."""
+        """``function(*args)`` on the service's worker threads, off the event loop."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
 
     async def reload(self) -> bool:
@@ -65,15 +67,29 @@ class Service:
         ).inc()
         return changed
 
-    # --- work done on the prediction threads ------------------------------------------------------------
+    # --- predictions: checked, called and answered on the model thread ---------------------------------
 
-    def answer_instances(self, instances: Any, model: ServedModel, started: float) -> tuple[bytes, int]:
-        """Validate JSON instances, predict, record, and return (response body, batch size)."""
-        batch = self.predictor.validate(instances, model)
-        return self._answer(batch, model, started), len(batch)
+    async def predict_instances(
+        self, instances: Any, model: ServedModel, started: float
+    ) -> tuple[bytes, int]:
+        """Validate JSON instances, predict, record; returns (response body, batch size)."""
+        return await self.caller.submit(
+            model,
+            lambda: self.predictor.validate(instances, model),
+            lambda batch, outputs: (self._answer(batch, outputs, model, started), len(batch)),
+        )
 
-    def answer_images(self, files: list[bytes], model: ServedModel, started: float) -> tuple[bytes, int]:
-        """Decode uploaded images exactly as training did, then predict like ``answer_instances``."""
+    async def predict_images(
+        self, files: list[bytes], model: ServedModel, started: float
+    ) -> tuple[bytes, int]:
+        """Decode uploaded images exactly as training did, then predict like ``predict_instances``."""
+        return await self.caller.submit(
+            model,
+            lambda: self._decode_images(files, model),
+            lambda batch, outputs: (self._answer(batch, outputs, model, started), len(batch)),
+        )
+
+    def _decode_images(self, files: list[bytes], model: ServedModel) -> np.ndarray:
         size, mode = image_geometry(model.meta)
         if not files:
             raise InputError("files: expected at least one image file, got none")
@@ -90,10 +106,9 @@ class Service:
                 raise InputError(f"files[{index}]: {error}", error.status) from None
         batch = np.stack(images)
         check_range(batch, model.feature_range)
-        return self._answer(batch, model, started), len(batch)
+        return batch
 
-    def _answer(self, batch: np.ndarray, model: ServedModel, started: float) -> bytes:
-        outputs = model.outputs(batch)
+    def _answer(self, batch: np.ndarray, outputs: np.ndarray, model: ServedModel, started: float) -> bytes:
         items = format_outputs(outputs, model.meta)
         request_id = uuid.uuid4().hex
         ids = [request_id] if len(items) == 1 else [f"{request_id}-{i}" for i in range(len(items))]
@@ -144,6 +159,7 @@ class Service:
 
     def close(self) -> None:
         self.reload_executor.shutdown(wait=True, cancel_futures=True)
+        self.caller.close()
         self.executor.shutdown(wait=True)
         self.store.close()  # drains every queued record
 

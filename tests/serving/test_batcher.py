@@ -1,0 +1,88 @@
+"""The model thread's micro-batching: shared calls under load, each request on its own model, errors apart."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+
+from data.dataset import DatasetMeta
+from serving.batcher import ModelCaller
+from serving.inputs import InputError
+from serving.predictor import ServedModel
+
+META = DatasetMeta("sklearn:digits", "image", "classification", ["0", "1"], [2])
+
+
+def model(version: str, calls: list, gate: threading.Event | None = None) -> ServedModel:
+    def call(batch: np.ndarray) -> np.ndarray:
+        if gate is not None:
+            gate.wait(5)  # hold the model thread so requests pile up behind it
+        calls.append((version, len(batch)))
+        return batch * (1 if version == "1" else 10)
+
+    return ServedModel("m", version, "run", None, "sha", META, {}, np.zeros((1, 2)), "test", call)
+
+
+def test_waiting_requests_share_one_call_and_keep_their_model():
+    calls: list = []
+    gate = threading.Event()
+    first, second = model("1", calls, gate), model("2", calls)
+
+    async def scenario():
+        caller = ModelCaller(max_rows=1024)
+
+        def ask(served, value, rows=1):
+            batch = np.full((rows, 2), value, dtype="float32")
+            return caller.submit(served, lambda: batch, lambda b, out: (served.version, out.tolist()))
+
+        blocker = asyncio.ensure_future(ask(first, 0))
+        await asyncio.sleep(0.05)  # the model thread is now busy with the first request
+        waiting = [asyncio.ensure_future(ask(first if i % 2 else second, i, rows=2)) for i in range(1, 7)]
+        bad = asyncio.ensure_future(
+            caller.submit(first, lambda: (_ for _ in ()).throw(InputError("nope")), lambda b, o: None)
+        )
+        await asyncio.sleep(0.05)
+        gate.set()
+        answers = await asyncio.gather(blocker, *waiting)
+        try:
+            await bad
+            raise AssertionError("expected InputError")
+        except InputError as error:
+            assert str(error) == "nope"
+        caller.close()
+        return answers, caller
+
+    answers, caller = asyncio.run(scenario())
+    assert answers[0] == ("1", [[0.0, 0.0]])
+    for i, (version, rows) in enumerate(answers[1:], start=1):
+        scale = 1 if i % 2 else 10
+        assert version == ("1" if i % 2 else "2")  # answered by the model the request started with
+        assert rows == [[i * scale] * 2] * 2
+    # the first call alone, then one call per model for the six that waited: 3 calls for 7 requests
+    assert sorted(calls) == [("1", 1), ("1", 6), ("2", 6)]
+    assert caller.calls == 3 and caller.jobs == 8
+
+
+def test_max_rows_splits_a_pile_into_several_calls():
+    calls: list = []
+    gate = threading.Event()
+    served = model("1", calls, gate)
+
+    async def scenario():
+        caller = ModelCaller(max_rows=4)
+        rows = np.ones((3, 2), dtype="float32")
+        first = asyncio.ensure_future(caller.submit(served, lambda: rows[:1], lambda b, o: len(o)))
+        await asyncio.sleep(0.05)
+        rest = [
+            asyncio.ensure_future(caller.submit(served, lambda: rows, lambda b, o: len(o))) for _ in range(3)
+        ]
+        await asyncio.sleep(0.05)
+        gate.set()
+        result = await asyncio.gather(first, *rest)
+        caller.close()
+        return result
+
+    assert asyncio.run(scenario()) == [1, 3, 3, 3]
+    assert calls == [("1", 1), ("1", 3), ("1", 3), ("1", 3)]  # 3 + 3 > 4: no two share a call
