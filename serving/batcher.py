@@ -105,7 +105,9 @@ class ModelCaller:
         self.jobs += len(jobs)
         return results
 
-    def _call(self, chunk: list[tuple[Job, np.ndarray]]) -> list[tuple[asyncio.Future[Any], Any, Any]]:
+    def _call(
+        self, chunk: list[tuple[Job, np.ndarray]]
+    ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
         model = chunk[0][0].model
         try:
             batch = chunk[0][1] if len(chunk) == 1 else np.concatenate([rows for _, rows in chunk])
@@ -113,7 +115,7 @@ class ModelCaller:
             self.calls += 1
         except Exception as error:  # noqa: BLE001
             return [(job.future, None, error) for job, _ in chunk]
-        results = []
+        results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         offset = 0
         for job, rows in chunk:
             part = outputs[offset : offset + len(rows)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import secrets
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, HTTPException, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
@@ -25,7 +25,7 @@ from serving.service import NotReadyError, Service
 
 API_KEY_HEADER = "X-API-Key"
 VERSION_HEADER = "X-Model-Version"
-_ERRORS = {
+_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "Missing or wrong API key."},
     413: {"model": ErrorResponse, "description": "Body over the size limit."},
     422: {"model": ErrorResponse, "description": "Input the model can't take; the detail says why."},

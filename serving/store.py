@@ -177,7 +177,9 @@ class PredictionStore:
     def count(self) -> int:
         """Number of predictions written."""
         with self.engine.connect() as connection:
-            return int(connection.execute(sa.select(sa.func.count()).select_from(predictions_table)).scalar())
+            return int(
+                connection.execute(sa.select(sa.func.count()).select_from(predictions_table)).scalar_one()
+            )
 
     def read_window(self, limit: int, *, since: datetime | None = None) -> pd.DataFrame:
         """The latest ``limit`` predictions (optionally only those at or after ``since``), oldest first.
