@@ -8,6 +8,7 @@ that can't be served fails the run here instead of in production.
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any
 
 from pipeline.plan import Plan
@@ -33,7 +34,9 @@ def check_deployment(settings: Settings, plan: Plan, *, split: str = "test") -> 
     Raises:
         DeployCheckError: the service did not become ready or did not answer 200.
     """
-    from fastapi.testclient import TestClient
+    with warnings.catch_warnings():  # starlette deprecates its httpx-based client; it still works as pinned
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
 
     from data.dataset import PREPARED_DIR, Dataset
     from serving.app import create_app
