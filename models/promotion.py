@@ -17,8 +17,9 @@ from data.dataset import Dataset
 from pipeline.plan import Plan
 
 from . import registry
-from .evaluate import evaluate_model, predict_outputs
+from .evaluate import confusion_matrix, evaluate_model, predict_outputs, predicted_classes
 from .gate import Verdict, judge, render_markdown
+from .run_artifacts import classification_report, plot_confusion_matrix
 
 CURVES = ("loss", "val_loss", "accuracy", "val_accuracy")
 
@@ -67,6 +68,19 @@ def write_verdict(verdict: Verdict, reports_dir: Path) -> dict[str, Path]:
     files = {"json": reports_dir / "gate.json", "markdown": reports_dir / "gate.md"}
     files["json"].write_text(verdict.to_json() + "\n")
     files["markdown"].write_text(render_markdown(verdict))
+    return files
+
+
+def write_test_report(
+    test: Dataset, outputs: np.ndarray, metrics: dict[str, Any], reports_dir: Path
+) -> dict[str, Path]:
+    """The confusion-matrix plot and the classification report of the candidate on the test split."""
+    classes = list(test.meta.classes)
+    matrix = confusion_matrix(test.labels, predicted_classes(outputs), len(classes))
+    files = {"confusion_plot": plot_confusion_matrix(matrix, classes, reports_dir / "confusion_matrix.png")}
+    if "per_class" in metrics:
+        files["classification_report"] = reports_dir / "classification_report.txt"
+        files["classification_report"].write_text(classification_report(metrics))
     return files
 
 
@@ -156,6 +170,8 @@ def gate_version(
         candidate_version=str(version), champion_version=champion_version, seed=plan.train.seed,
     )  # fmt: skip
     files = write_verdict(verdict, reports_dir)
+    if num_classes:
+        files |= write_test_report(test, outputs, metrics, reports_dir)
     report_ref = log_verdict(client, name, str(version), model_version.run_id, verdict, metrics, files)
     return GateOutcome(verdict=verdict, metrics=metrics, report_ref=report_ref, files=files)
 

@@ -6,8 +6,9 @@ import io
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import yaml
 
 from data.dataset import DatasetMeta
@@ -50,6 +51,42 @@ def plot_learning_curves(history: Mapping[str, list[float]], path: Path) -> Path
     figure.tight_layout()
     figure.savefig(path, dpi=80)
     return path
+
+
+def plot_confusion_matrix(matrix: np.ndarray, classes: list[str], path: Path) -> Path:
+    """A PNG of the test confusion matrix (rows actual, columns predicted), counts in the cells."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    size = max(4.0, 0.5 * len(classes) + 2)
+    figure = Figure(figsize=(size, size))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot(1, 1, 1)
+    axes.imshow(matrix, cmap="Blues")
+    axes.set_xticks(range(len(classes)), classes)
+    axes.set_yticks(range(len(classes)), classes)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("actual")
+    for (row, column), count in np.ndenumerate(matrix):
+        axes.text(column, row, str(count), ha="center", va="center", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    return path
+
+
+def classification_report(metrics: Mapping[str, Any]) -> str:
+    """A fixed-width per-class precision/recall/F1/support table with the macro averages and accuracy."""
+    lines = [f"{'class':>12} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}"]
+    for name, row in metrics["per_class"].items():
+        lines.append(
+            f"{name:>12} {row['precision']:9.3f} {row['recall']:9.3f} {row['f1']:9.3f} {row['support']:8d}"
+        )
+    lines.append(
+        f"{'macro avg':>12} {metrics['macro_precision']:9.3f} {metrics['macro_recall']:9.3f} "
+        f"{metrics['macro_f1']:9.3f} {metrics['n']:8d}"
+    )
+    lines.append(f"{'accuracy':>12} {metrics['accuracy']:9.3f}")
+    return "\n".join(lines) + "\n"
 
 
 def model_summary(model: keras.Model) -> str:

@@ -134,7 +134,11 @@ def test_gate_promotes_refuses_forces_rolls_back(project):
     run_1 = client.get_run(client.get_model_version("promo-model", "1").run_id)
     assert run_1.data.tags["gate.passed"] == "true"
     assert run_1.data.metrics["test_accuracy"] >= 0.6
-    assert "gate/gate.json" in [a.path for a in client.list_artifacts(run_1.info.run_id, "gate")]
+    logged = [a.path for a in client.list_artifacts(run_1.info.run_id, "gate")]
+    assert {"gate/gate.json", "gate/confusion_matrix.png", "gate/classification_report.txt"} <= set(logged)
+    report = (settings.reports_dir / "classification_report.txt").read_text()
+    # a header, the 3 classes, the macro average and the accuracy
+    assert "macro avg" in report and len(report.splitlines()) == 1 + 3 + 2
 
     worse = runner.invoke(app, ["promote", "2", *plan_option])
     assert worse.exit_code == 1, worse.output
