@@ -5,8 +5,8 @@ On disk a dataset is ``<name>.npz`` (arrays ``features``, ``labels``, ``sample_i
 
 - ``features``: float32, shape ``(n, *input_shape)``: images ``(n, h, w)`` grey or ``(n, h, w, 3)`` RGB in
   their source units (digits 0..16, 8-bit images 0..255), tables ``(n, columns)``.
-- ``labels``: int64 class ids ``0..num_classes-1`` (``UNLABELED`` = -1 where no label is known yet), or float32
-  targets for regression.
+- ``labels``: int64 class ids ``0..num_classes-1`` (``UNLABELED`` = -1 where no label is known yet), or
+  float32 targets for regression.
 - ``sample_ids``: str, unique, stable across stages (the source names them; labels are joined on them).
 """
 

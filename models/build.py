@@ -122,6 +122,8 @@ def scaling_layer(scaling: dict[str, Any], input_shape: tuple[int, ...]) -> kera
     spread = second if method == "standard" else second - first
     spread = np.where(spread > 0, spread, 1.0)
     size = first.size
+    axis: int | tuple[int, ...] | None
+    shape: tuple[int, ...]
     if size == 1:
         axis, shape = None, ()
     elif size == input_shape[-1]:
