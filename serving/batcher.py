@@ -3,7 +3,8 @@
 Requests that arrive while the model thread is busy wait in a list; the thread takes all of them at once,
 checks each, calls each model once for all their rows, and hands every answer back to the event loop in
 one wake-up. At concurrency 1 nothing waits (no added latency); under load one thread hop and one model call
-serve many requests. Measured in ``bench/serve.py``: a thread hop per request cost more than the ONNX call.
+serve many requests. Measured in ``bench/serve.py``: a thread hop per request cost more than the ONNX call,
+so a small ONNX job (``inline=True``) arriving while the thread is idle runs on the event loop itself.
 
 Each job carries the model its request started with, so a swap mid-batch answers every request on its own
 model (a batch with two versions makes two calls).
@@ -54,9 +55,25 @@ class ModelCaller:
         self.jobs = 0
 
     async def submit(
-        self, model: ServedModel, prepare: Callable[[], np.ndarray], finish: Callable[..., Any]
+        self,
+        model: ServedModel,
+        prepare: Callable[[], np.ndarray],
+        finish: Callable[..., Any],
+        *,
+        inline: bool = False,
     ) -> Any:
-        """Run ``prepare`` and the model on the model thread, then ``finish``; returns what finish returns."""
+        """Run ``prepare`` and the model on the model thread, then ``finish``; returns what finish returns.
+
+        Args:
+            inline: the caller vouches the whole job takes microseconds (ONNX Runtime, a few rows): when the
+                model thread is idle, run it here on the event loop instead of paying two thread hops.
+        """
+        if inline and not self._running and not self.max_wait:
+            batch = prepare()
+            outputs = model.outputs(batch)
+            self.calls += 1
+            self.jobs += 1
+            return finish(batch, outputs)
         loop = asyncio.get_running_loop()
         job = Job(model, prepare, finish, loop.create_future())
         with self._lock:

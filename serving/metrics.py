@@ -7,6 +7,7 @@ load balancer) rather than the shared port.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -55,10 +56,25 @@ class ServiceMetrics:
         self.store_pending = Gauge(
             "lifecycle_store_pending", "Prediction records queued, not yet written.", registry=self.registry
         )
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._predicted: dict[str, Any] = {}
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
-        self.requests.labels(endpoint, str(status)).inc()
-        self.latency.labels(endpoint).observe(seconds)
+        key = (endpoint, status)
+        children = self._children.get(key)
+        if children is None:  # labels() costs a lock and a lookup per call: keep the children
+            children = self._children[key] = (
+                self.requests.labels(endpoint, str(status)),
+                self.latency.labels(endpoint),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def count_predictions(self, version: str, count: int) -> None:
+        child = self._predicted.get(version)
+        if child is None:
+            child = self._predicted[version] = self.predictions.labels(version)
+        child.inc(count)
 
     def observe_error(self, endpoint: str, status: int, kind: str) -> None:
         self.requests.labels(endpoint, str(status)).inc()

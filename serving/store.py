@@ -128,14 +128,13 @@ class PredictionStore:
         while True:
             batch = [self._queue.get()]
             # Linger a moment to gather a batch: one transaction per request would cost the service more
-            # (Python-side SQLAlchemy work holds the GIL) than the whole prediction.
-            deadline = time.monotonic() + _LINGER_SECONDS
+            # (Python-side SQLAlchemy work holds the GIL) than the whole prediction. Sleep rather than wait
+            # on the queue: a waiting writer woke, and took the GIL from the event loop, on every record.
+            if batch[0] is not _STOP and self._queue.qsize() < _BATCH:
+                time.sleep(_LINGER_SECONDS)
             while len(batch) < _BATCH and batch[-1] is not _STOP:
-                remaining = deadline - time.monotonic()
                 try:
-                    batch.append(
-                        self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
-                    )
+                    batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
             records = [entry for entry in batch if entry is not _STOP]
