@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,13 @@ class FeatureRange:
     high: np.ndarray
     tolerance: np.ndarray
     origin: str  # where the range came from, for messages and /v1/model
+
+    @cached_property
+    def bounds(self) -> tuple[np.ndarray, np.ndarray, float, float]:
+        """(lowest allowed, highest allowed, their overall min, their overall max), computed once."""
+        low = np.asarray(self.low - self.tolerance, "float64")
+        high = np.asarray(self.high + self.tolerance, "float64")
+        return low, high, float(low.min()), float(high.max())
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -141,10 +149,13 @@ def check_range(batch: np.ndarray, feature_range: FeatureRange | None) -> None:
     """
     if feature_range is None:
         return
-    low = feature_range.low - feature_range.tolerance
-    high = feature_range.high + feature_range.tolerance
-    outside = (batch < low) | (batch > high)
-    if outside.any():
+    low, high, lowest, highest = feature_range.bounds
+    if low.ndim == 0:  # one range for every value: two reductions decide it
+        inside = float(batch.min()) >= lowest and float(batch.max()) <= highest
+    else:
+        inside = not (np.any(batch < low) or np.any(batch > high))
+    if not inside:
+        outside = (batch < low) | (batch > high)
         row, *where = (int(i) for i in np.argwhere(outside)[0])
         index = tuple(where) if np.ndim(low) else ()
         raise InputError(

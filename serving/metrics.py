@@ -70,6 +70,11 @@ class ServiceMetrics:
         children[0].inc()
         children[1].observe(seconds)
 
+    def observe_prediction(self, endpoint: str, size: int, seconds: float) -> None:
+        """One answered prediction request: its batch size, a 200 and its latency."""
+        self.batch_size.observe(size)
+        self.observe_request(endpoint, 200, seconds)
+
     def count_predictions(self, version: str, count: int) -> None:
         child = self._predicted.get(version)
         if child is None:

@@ -25,6 +25,7 @@ from serving.service import NotReadyError, Service
 
 API_KEY_HEADER = "X-API-Key"
 VERSION_HEADER = "X-Model-Version"
+_VERSION_KEY = VERSION_HEADER.lower().encode("latin-1")
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "Missing or wrong API key."},
     413: {"model": ErrorResponse, "description": "Body over the size limit."},
@@ -120,9 +121,24 @@ async def predict_image(
 
 
 def _answered(service: Service, endpoint: str, content: bytes, size: int, version: str, started: float):
-    service.metrics.batch_size.observe(size)
-    service.metrics.observe_request(endpoint, 200, time.perf_counter() - started)
-    return Response(content, media_type="application/json", headers={VERSION_HEADER: version})
+    service.metrics.observe_prediction(endpoint, size, time.perf_counter() - started)
+    return _PredictionResponse(content, version)
+
+
+class _PredictionResponse(Response):
+    """A 200 JSON body with the model version header, its raw headers built directly (no header parsing)."""
+
+    media_type = "application/json"
+
+    def __init__(self, content: bytes, version: str):  # noqa: D107 - skips Response.__init__ on purpose
+        self.status_code = 200
+        self.background = None
+        self.body = content
+        self.raw_headers = [
+            (b"content-length", str(len(content)).encode()),
+            (b"content-type", b"application/json"),
+            (_VERSION_KEY, version.encode("latin-1")),
+        ]
 
 
 @router.post(

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -22,9 +23,10 @@ from serving.batcher import ModelCaller
 from serving.inputs import InputError, check_range, decode_image, image_geometry
 from serving.metrics import ServiceMetrics
 from serving.predictor import Predictor, ServedModel, format_outputs
-from serving.store import PredictionRecord, PredictionStore
+from serving.store import PredictionStore
 
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+_NAN = math.nan
 INLINE_MAX_INSTANCES = 16  # requests this small, on ONNX, skip the model thread (see predict_instances)
 
 
@@ -123,32 +125,31 @@ class Service:
 
     def _answer(self, batch: np.ndarray, outputs: np.ndarray, model: ServedModel, started: float) -> bytes:
         items = format_outputs(outputs, model.meta)
-        request_id = uuid.uuid4().hex
-        ids = [request_id] if len(items) == 1 else [f"{request_id}-{i}" for i in range(len(items))]
+        request_id = os.urandom(16).hex()  # 32 hex digits like uuid4().hex, a quarter of the cost
+        count = len(items)
+        ids = [request_id] if count == 1 else [f"{request_id}-{i}" for i in range(count)]
         latency_ms = (time.perf_counter() - started) * 1000
-        records = []
+        created_at = datetime.now(UTC)  # one timestamp per request
+        name, version = model.name, model.version
+        key = "value" if model.regression else "class_id"
+        rows = []
         for item, instance, rid in zip(items, batch, ids, strict=True):
             item["request_id"] = rid
-            predicted = item["value"] if model.regression else item["class_id"]
-            records.append(
-                PredictionRecord(
-                    request_id=rid,
-                    model_version=model.version,
-                    model_name=model.name,
-                    features=instance,
-                    predicted=predicted,
-                    confidence=item.get("confidence", math.nan),
-                    latency_ms=latency_ms,
-                )
+            rows.append(
+                (
+                    rid,
+                    name,
+                    version,
+                    instance,
+                    item[key],
+                    item.get("confidence", _NAN),
+                    latency_ms,
+                    created_at,
+                ),
             )
-        self.store.record_predictions(records)  # blocks while the store's queue is full: slows, never drops
-        self.metrics.count_predictions(model.version, len(records))
-        body = {
-            "model_name": model.name,
-            "model_version": model.version,
-            "request_id": request_id,
-            "predictions": items,
-        }
+        self.store.record_rows(rows)  # blocks while the store's queue is full: slows, never drops
+        self.metrics.count_predictions(version, count)
+        body = {"model_name": name, "model_version": version, "request_id": request_id, "predictions": items}
         return orjson.dumps(body, option=_JSON_OPTIONS)
 
     def feedback(self, request_id: str, label: int | float | str) -> float:

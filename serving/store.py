@@ -70,6 +70,10 @@ class PredictionRecord:
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
+# (request_id, model_name, model_version, features, predicted, confidence, latency_ms, created_at)
+PredictionRow = tuple[str, str, str, np.ndarray, int | float, float, float, datetime]
+
+
 class PredictionStore:
     """Batched, non-dropping writer + readers for predictions and feedback.
 
@@ -99,6 +103,20 @@ class PredictionStore:
             )
         for row in rows:
             self._queue.put(("prediction", row))
+
+    def record_rows(self, rows: list[PredictionRow]) -> None:
+        """Queue predictions as plain tuples, the service's hot path (no dataclass per instance).
+
+        Args:
+            rows: ``(request_id, model_name, model_version, features, predicted, confidence, latency_ms,
+                created_at)`` each, with ``created_at`` an aware UTC datetime; stored exactly as
+                ``record_predictions`` stores the same fields.
+        """
+        if self._closed:
+            raise RuntimeError("Expected an open PredictionStore. Received: record_rows after close().")
+        put = self._queue.put
+        for row in rows:
+            put(("row", row))
 
     def record_feedback(self, request_id: str, label: int | float) -> None:
         """Queue the true label of a prediction (ground truth that arrived later)."""
@@ -150,7 +168,11 @@ class PredictionStore:
                 return
 
     def _write(self, records: list[tuple[str, Any]]) -> None:
-        predictions = [_prediction_row(row) for kind, row in records if kind == "prediction"]
+        predictions = [
+            _prediction_row(row) if kind == "prediction" else _tuple_row(row)
+            for kind, row in records
+            if kind != "feedback"
+        ]
         feedback = [
             {"request_id": row[0], "label": row[1], "created_at": _naive_utc(row[2])}
             for kind, row in records
@@ -272,19 +294,35 @@ def _naive_utc(moment: datetime) -> datetime:
 
 
 def _prediction_row(record: PredictionRecord) -> dict[str, Any]:
-    features = np.ascontiguousarray(record.features, dtype="float32")
-    classification = isinstance(record.predicted, int | np.integer)
+    return _tuple_row(
+        (
+            record.request_id,
+            record.model_name,
+            record.model_version,
+            record.features,
+            record.predicted,
+            record.confidence,
+            record.latency_ms,
+            record.created_at,
+        )
+    )
+
+
+def _tuple_row(row: PredictionRow) -> dict[str, Any]:
+    request_id, model_name, model_version, features, predicted, confidence, latency_ms, created_at = row
+    features = np.ascontiguousarray(features, dtype="float32")
+    classification = isinstance(predicted, int | np.integer)
     return {
-        "request_id": record.request_id,
-        "created_at": _naive_utc(record.created_at),
-        "model_name": record.model_name,
-        "model_version": str(record.model_version),
+        "request_id": request_id,
+        "created_at": _naive_utc(created_at),
+        "model_name": model_name,
+        "model_version": str(model_version),
         "features": features.tobytes(),
         "shape": json.dumps(list(features.shape)),
-        "predicted_class": int(record.predicted) if classification else None,
-        "predicted_value": None if classification else float(record.predicted),
-        "confidence": None if math.isnan(record.confidence) else float(record.confidence),
-        "latency_ms": float(record.latency_ms),
+        "predicted_class": int(predicted) if classification else None,
+        "predicted_value": None if classification else float(predicted),
+        "confidence": None if math.isnan(confidence) else float(confidence),
+        "latency_ms": float(latency_ms),
     }
 
 
