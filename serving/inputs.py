@@ -150,12 +150,10 @@ def check_range(batch: np.ndarray, feature_range: FeatureRange | None) -> None:
     if feature_range is None:
         return
     low, high, lowest, highest = feature_range.bounds
-    if low.ndim == 0:  # one range for every value: two reductions decide it
-        inside = float(batch.min()) >= lowest and float(batch.max()) <= highest
-    else:
-        inside = not (np.any(batch < low) or np.any(batch > high))
-    if not inside:
-        outside = (batch < low) | (batch > high)
+    if low.ndim == 0 and float(batch.min()) >= lowest and float(batch.max()) <= highest:
+        return  # one range for every value: two reductions decide it
+    outside = (batch < low) | (batch > high)
+    if outside.any():
         row, *where = (int(i) for i in np.argwhere(outside)[0])
         index = tuple(where) if np.ndim(low) else ()
         raise InputError(
