@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from data.collect import FEEDBACK_DIR, FEEDBACK_NAME
 from data.dataset import UNLABELED, Dataset, DatasetMeta
 from monitoring.drift import DriftResult
 from monitoring.features import CONFIDENCE
 
-FEEDBACK_DIR = Path("data/feedback")
-FEEDBACK_NAME = "samples"
+# Where the collect stage reads feedback from is data.collect's to say; only the id prefix is defined here.
 FEEDBACK_PREFIX = "feedback-"
 
 
