@@ -6,6 +6,7 @@ relative to ``DIR`` (``cat/0001.png``), so labels from a labeling tool join back
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,41 @@ import numpy as np
 from data.dataset import UNLABELED, Dataset, DatasetMeta
 from data.sources import IMAGE_SUFFIXES, UNLABELED_DIR, SourceError, name_classes
 from pipeline.plan import DataSection
+
+
+class ImageDecodeError(ValueError):
+    """Bytes or a file that Pillow can't decode as an image."""
+
+
+def decode_image(source: bytes | Path, image_size: tuple[int, int] | None, color_mode: str) -> np.ndarray:
+    """One image as a model trained on ``images:`` data takes it: the one code path for training and serving.
+
+    Decoded with Pillow, converted to grey (``L``) or ``RGB``, resized to (height, width) with bilinear
+    filtering when it differs, float32 in source units (0..255).
+
+    Args:
+        source: an image file's path, or its bytes (an upload).
+        image_size: (height, width), or None to keep the image's own size.
+        color_mode: "grayscale" or "rgb".
+
+    Returns:
+        ``(height, width)`` for grayscale, ``(height, width, 3)`` for rgb, float32.
+
+    Raises:
+        ImageDecodeError: not an image Pillow can decode.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as opened:
+            image = opened.convert("L" if color_mode == "grayscale" else "RGB")
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+        raise ImageDecodeError(str(error)) from None
+    if image_size is not None:
+        height, width = image_size
+        if image.size != (width, height):  # PIL sizes are (width, height)
+            image = image.resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.float32)
 
 
 def load_image_folder(directory: Path, data: DataSection) -> Dataset:
@@ -29,8 +65,6 @@ def load_image_folder(directory: Path, data: DataSection) -> Dataset:
         SourceError: no such folder, no class folders, no images, an unreadable image, or images of
             different sizes with no ``data.image_size`` to resize them to.
     """
-    from PIL import Image, UnidentifiedImageError
-
     if not directory.is_dir():
         raise SourceError(f"data.source: images folder {directory} does not exist")
     folders = sorted(p.name for p in directory.iterdir() if p.is_dir() and p.name != UNLABELED_DIR)
@@ -48,18 +82,12 @@ def load_image_folder(directory: Path, data: DataSection) -> Dataset:
             f"{directory}: images must sit in a class sub-folder (or {UNLABELED_DIR}/), found "
             f"{', '.join(loose[:10])}{f' and {len(loose) - 10} more' if len(loose) > 10 else ''} at the top"
         )
-    mode = "L" if data.color_mode == "grayscale" else "RGB"
-    size = None if data.image_size is None else (data.image_size[1], data.image_size[0])  # PIL: (w, h)
     arrays, labels, ids = [], [], []
     for path in files:
         relative = path.relative_to(directory).as_posix()
         try:
-            with Image.open(path) as opened:
-                image = opened.convert(mode)
-                if size is not None and image.size != size:
-                    image = image.resize(size, Image.Resampling.BILINEAR)
-                arrays.append(np.asarray(image, dtype=np.float32))
-        except (OSError, UnidentifiedImageError) as error:
+            arrays.append(decode_image(path, data.image_size, data.color_mode))
+        except ImageDecodeError as error:
             raise SourceError(f"{path}: not a readable image ({error})") from None
         top = relative.split("/", 1)[0]
         labels.append(UNLABELED if top == UNLABELED_DIR else folders.index(top))

@@ -7,7 +7,6 @@ the ``images:`` data source, so online and offline inputs are the same arrays.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -165,10 +164,7 @@ def check_range(batch: np.ndarray, feature_range: FeatureRange | None) -> None:
 
 
 def decode_image(content: bytes, image_size: tuple[int, int], color_mode: str) -> np.ndarray:
-    """Decode an image file into the array a model trained on ``images:`` data takes, in source units.
-
-    The same steps as loading training images: decode with Pillow, convert to grey (``L``) or ``RGB``,
-    resize to (height, width) with bilinear filtering, float32 0..255.
+    """Decode an uploaded image exactly as the ``images:`` source decodes training files.
 
     Args:
         content: the file's bytes (PNG, JPEG, ...).
@@ -181,20 +177,15 @@ def decode_image(content: bytes, image_size: tuple[int, int], color_mode: str) -
     Raises:
         InputError: the bytes are not an image Pillow can decode.
     """
-    from PIL import Image, UnidentifiedImageError
+    from data.images import ImageDecodeError
+    from data.images import decode_image as decode_training_image
 
     try:
-        with Image.open(io.BytesIO(content)) as image:
-            image.load()
-            converted = image.convert("L" if color_mode == "grayscale" else "RGB")
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+        return decode_training_image(content, image_size, color_mode)
+    except ImageDecodeError as error:
         raise InputError(
             f"expected an image file (PNG, JPEG, ...), got {len(content)} bytes Pillow can't decode: {error}"
         ) from None
-    height, width = image_size
-    if converted.size != (width, height):
-        converted = converted.resize((width, height), Image.Resampling.BILINEAR)
-    return np.asarray(converted, dtype="float32")
 
 
 def image_geometry(meta: DatasetMeta) -> tuple[tuple[int, int], str]:
