@@ -6,14 +6,109 @@ load balancer) rather than the shared port.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import bisect
+import math
+import threading
+from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class _RequestCounts:
+    """The per-request metrics as plain counters under one lock, rendered by ``collect`` (a Prometheus custom
+    collector). prometheus_client's own Counter and Histogram cost ~10 us a prediction between them (label
+    lookups, per-value locks, a Python loop over the buckets); this is one lock and a bisect.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests: dict[tuple[str, str], int] = {}
+        self.errors: dict[tuple[str, str], int] = {}
+        self.predictions: dict[str, int] = {}
+        self.latency: dict[str, list[float]] = {}  # endpoint -> per-bucket counts (+Inf last), then the sum
+        self.batch: list[float] = [0] * (len(_BATCH_BUCKETS) + 2)
+
+    def request(self, endpoint: str, status: str, seconds: float) -> None:
+        key = (endpoint, status)
+        with self._lock:
+            self.requests[key] = self.requests.get(key, 0) + 1
+            counts = self.latency.get(endpoint)
+            if counts is None:
+                counts = self.latency[endpoint] = [0] * (len(_LATENCY_BUCKETS) + 2)
+            counts[bisect.bisect_left(_LATENCY_BUCKETS, seconds)] += 1
+            counts[-1] += seconds
+
+    def prediction(self, endpoint: str, version: str, size: int, seconds: float) -> None:
+        """One answered prediction request: a 200, its latency, its batch size, its instances."""
+        key = (endpoint, "200")
+        with self._lock:
+            self.requests[key] = self.requests.get(key, 0) + 1
+            counts = self.latency.get(endpoint)
+            if counts is None:
+                counts = self.latency[endpoint] = [0] * (len(_LATENCY_BUCKETS) + 2)
+            counts[bisect.bisect_left(_LATENCY_BUCKETS, seconds)] += 1
+            counts[-1] += seconds
+            self.batch[bisect.bisect_left(_BATCH_BUCKETS, size)] += 1
+            self.batch[-1] += size
+            self.predictions[version] = self.predictions.get(version, 0) + size
+
+    def error(self, endpoint: str, status: str, kind: str) -> None:
+        with self._lock:
+            key = (endpoint, status)
+            self.requests[key] = self.requests.get(key, 0) + 1
+            self.errors[(endpoint, kind)] = self.errors.get((endpoint, kind), 0) + 1
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            requests, errors, predictions = dict(self.requests), dict(self.errors), dict(self.predictions)
+            latency = {endpoint: list(counts) for endpoint, counts in self.latency.items()}
+            batch = list(self.batch)
+        family = CounterMetricFamily(
+            "lifecycle_requests", "Requests answered, by endpoint and status.", labels=["endpoint", "status"]
+        )
+        for (endpoint, status), value in sorted(requests.items()):
+            family.add_metric([endpoint, status], value)
+        yield family
+        family = CounterMetricFamily(
+            "lifecycle_errors",
+            "Rejected or failed requests, by endpoint and kind.",
+            labels=["endpoint", "kind"],
+        )
+        for (endpoint, kind), value in sorted(errors.items()):
+            family.add_metric([endpoint, kind], value)
+        yield family
+        family = CounterMetricFamily(
+            "lifecycle_predictions", "Instances predicted, by model version.", labels=["version"]
+        )
+        for version, value in sorted(predictions.items()):
+            family.add_metric([version], value)
+        yield family
+        histogram = HistogramMetricFamily(
+            "lifecycle_request_latency_seconds",
+            "Time from parsed request to response, by endpoint.",
+            labels=["endpoint"],
+        )
+        for endpoint, counts in sorted(latency.items()):
+            histogram.add_metric([endpoint], _cumulative(_LATENCY_BUCKETS, counts), counts[-1])
+        yield histogram
+        histogram = HistogramMetricFamily("lifecycle_batch_size", "Instances per prediction request.")
+        histogram.add_metric([], _cumulative(_BATCH_BUCKETS, batch), batch[-1])
+        yield histogram
+
+
+def _cumulative(bounds: tuple[float, ...], counts: list[float]) -> list[tuple[str, float]]:
+    """Prometheus buckets (cumulative, ending at +Inf) from per-bucket counts."""
+    buckets, total = [], 0.0
+    for bound, count in zip((*bounds, math.inf), counts[:-1], strict=True):
+        total += count
+        buckets.append((floatToGoString(bound), total))
+    return buckets
 
 
 class ServiceMetrics:
@@ -21,26 +116,8 @@ class ServiceMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "lifecycle_requests", "Requests answered, by endpoint and status.", ["endpoint", "status"],
-            registry=self.registry,
-        )  # fmt: skip
-        self.latency = Histogram(
-            "lifecycle_request_latency_seconds", "Time from parsed request to response, by endpoint.",
-            ["endpoint"], buckets=_LATENCY_BUCKETS, registry=self.registry,
-        )  # fmt: skip
-        self.batch_size = Histogram(
-            "lifecycle_batch_size", "Instances per prediction request.", buckets=_BATCH_BUCKETS,
-            registry=self.registry,
-        )  # fmt: skip
-        self.errors = Counter(
-            "lifecycle_errors", "Rejected or failed requests, by endpoint and kind.", ["endpoint", "kind"],
-            registry=self.registry,
-        )  # fmt: skip
-        self.predictions = Counter(
-            "lifecycle_predictions", "Instances predicted, by model version.", ["version"],
-            registry=self.registry,
-        )  # fmt: skip
+        self.counts = _RequestCounts()
+        self.registry.register(self.counts)
         self.model_version = Gauge(
             "lifecycle_model_version", "The registry version being served (0: none yet).",
             registry=self.registry,
@@ -56,34 +133,16 @@ class ServiceMetrics:
         self.store_pending = Gauge(
             "lifecycle_store_pending", "Prediction records queued, not yet written.", registry=self.registry
         )
-        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
-        self._predicted: dict[str, Any] = {}
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
-        key = (endpoint, status)
-        children = self._children.get(key)
-        if children is None:  # labels() costs a lock and a lookup per call: keep the children
-            children = self._children[key] = (
-                self.requests.labels(endpoint, str(status)),
-                self.latency.labels(endpoint),
-            )
-        children[0].inc()
-        children[1].observe(seconds)
+        self.counts.request(endpoint, str(status), seconds)
 
-    def observe_prediction(self, endpoint: str, size: int, seconds: float) -> None:
-        """One answered prediction request: its batch size, a 200 and its latency."""
-        self.batch_size.observe(size)
-        self.observe_request(endpoint, 200, seconds)
-
-    def count_predictions(self, version: str, count: int) -> None:
-        child = self._predicted.get(version)
-        if child is None:
-            child = self._predicted[version] = self.predictions.labels(version)
-        child.inc(count)
+    def observe_prediction(self, endpoint: str, version: str, size: int, seconds: float) -> None:
+        """One answered prediction request: a 200, its latency, its batch size and its instances."""
+        self.counts.prediction(endpoint, version, size, seconds)
 
     def observe_error(self, endpoint: str, status: int, kind: str) -> None:
-        self.requests.labels(endpoint, str(status)).inc()
-        self.errors.labels(endpoint, kind).inc()
+        self.counts.error(endpoint, str(status), kind)
 
     def set_model(self, name: str, version: str, backend: str) -> None:
         self.model_info.clear()

@@ -159,27 +159,44 @@ def _runner(
     return call_keras, "keras"
 
 
-def format_outputs(outputs: np.ndarray, meta: DatasetMeta) -> list[dict[str, Any]]:
-    """Per instance: class id, label and probabilities (classification) or the value (regression).
+def format_outputs(
+    outputs: np.ndarray, meta: DatasetMeta, request_ids: list[str]
+) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray | None]:
+    """The answer per instance, and what the store keeps of it.
 
-    Numbers stay float32 (numpy) so the JSON shows them at the model's precision.
+    Returns:
+        (items, predicted, confidence): per instance a dict with class id, label, confidence, probabilities
+        and request id (classification) or value and request id (regression); the predicted class ids (or
+        values); the confidences (None for regression). Numbers stay float32 (numpy) so the JSON shows them
+        at the model's precision.
     """
+    count = len(outputs)
     if meta.task == "regression":
-        return [{"value": value} for value in outputs.reshape(len(outputs), -1)[:, 0]]
-    probabilities = outputs.reshape(len(outputs), -1)
+        values = outputs.reshape(count, -1)[:, 0]
+        items = [
+            {"value": value, "request_id": request_id}
+            for value, request_id in zip(values, request_ids, strict=True)
+        ]
+        return items, values, None
+    probabilities = outputs.reshape(count, -1)
     if probabilities.shape[1] == 1:  # one sigmoid unit: P(class 1)
         probabilities = np.concatenate([1 - probabilities, probabilities], axis=1)
     class_ids = probabilities.argmax(axis=1)
+    confidence = probabilities[np.arange(count), class_ids]
     classes = meta.classes
-    return [
+    items = [
         {
-            "class_id": int(class_id),
+            "class_id": class_id,
             "label": classes[class_id] if class_id < len(classes) else str(class_id),
-            "confidence": row[class_id],
+            "confidence": probability,
             "probabilities": row,
+            "request_id": request_id,
         }
-        for class_id, row in zip(class_ids, probabilities, strict=True)
+        for class_id, probability, row, request_id in zip(
+            class_ids.tolist(), confidence, probabilities, request_ids, strict=True
+        )
     ]
+    return items, class_ids, confidence
 
 
 class Predictor:

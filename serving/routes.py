@@ -121,7 +121,7 @@ async def predict_image(
 
 
 def _answered(service: Service, endpoint: str, content: bytes, size: int, version: str, started: float):
-    service.metrics.observe_prediction(endpoint, size, time.perf_counter() - started)
+    service.metrics.observe_prediction(endpoint, version, size, time.perf_counter() - started)
     return _PredictionResponse(content, version)
 
 
@@ -150,8 +150,9 @@ class _PredictionResponse(Response):
 )
 async def feedback(body: FeedbackRequest, service: ServiceDep) -> FeedbackResponse:
     """Store the true label of an answered prediction (ground truth arriving later), for monitoring."""
+    started = time.perf_counter()
     label = await service.run(service.feedback, body.request_id, body.label)
-    service.metrics.requests.labels("/v1/feedback", "200").inc()
+    service.metrics.observe_request("/v1/feedback", 200, time.perf_counter() - started)
     return FeedbackResponse(request_id=body.request_id, label=label, stored=True)
 
 

@@ -200,6 +200,45 @@ def test_metrics_count_requests_errors_batches_and_version(make_client):
     assert "lifecycle_request_latency_seconds_bucket" in text
 
 
+def test_metric_buckets_are_cumulative_with_the_bound_inclusive():
+    from serving.metrics import ServiceMetrics
+
+    metrics = ServiceMetrics()
+    for size in (1, 2, 2, 3, 600):  # 2 sits on a bound (le="2.0"); 600 is past the last one
+        metrics.observe_prediction("/v1/predict", "4", size, 0.001)
+    text = metrics.render().decode()
+    assert 'lifecycle_batch_size_bucket{le="1.0"} 1.0' in text
+    assert 'lifecycle_batch_size_bucket{le="2.0"} 3.0' in text
+    assert 'lifecycle_batch_size_bucket{le="4.0"} 4.0' in text
+    assert 'lifecycle_batch_size_bucket{le="512.0"} 4.0' in text
+    assert 'lifecycle_batch_size_bucket{le="+Inf"} 5.0' in text
+    assert "lifecycle_batch_size_count 5.0" in text and "lifecycle_batch_size_sum 608.0" in text
+    assert 'lifecycle_request_latency_seconds_bucket{endpoint="/v1/predict",le="0.001"} 5.0' in text
+    assert 'lifecycle_predictions_total{version="4"} 608.0' in text
+
+
+def test_request_ids_are_unique_and_time_ordered():
+    import time
+
+    from serving.service import new_request_id
+
+    first = [new_request_id() for _ in range(2000)]
+    time.sleep(0.002)
+    later = new_request_id()
+    assert len(set(first)) == len(first)
+    assert all(len(rid) == 32 and int(rid, 16) >= 0 for rid in first)
+    assert all(rid[:12] <= later[:12] for rid in first) and max(first) < later  # sorts by time
+    assert abs(int(later[:12], 16) / 1000 - time.time()) < 5
+
+
+def test_the_heap_is_frozen_once_the_model_is_loaded(make_client):
+    import gc
+
+    gc.unfreeze()
+    make_client()  # started: loaded, warmed, then settle_heap()
+    assert gc.get_freeze_count() > 10_000  # the model and its libraries: out of the collector's scans
+
+
 def test_reload_swaps_to_the_alias_and_back(make_client, make_source):
     source = make_source()
     client = make_client(source=source)

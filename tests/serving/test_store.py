@@ -125,3 +125,62 @@ def test_a_rejected_batch_does_not_stop_the_writer(url):
     store.flush()
     assert list(store.read_window(10)["request_id"]) == ["r2"]
     store.close()
+
+
+def answered(ids: list[str], *, regression: bool = False, created_at: datetime | None = None):
+    from serving.store import AnsweredRequest
+
+    count = len(ids)
+    features = np.arange(count * 4, dtype="float32").reshape(count, 2, 2)
+    if regression:
+        predicted, confidence = np.linspace(-1.5, 1.5, count).astype("float32"), None
+    else:
+        predicted = np.arange(count) % 3
+        confidence = np.full(count, 0.75, dtype="float32")
+        confidence[0] = np.nan  # stored as NULL, read back as NaN
+    return AnsweredRequest(
+        ids, "m", "7", features, predicted, confidence, 2.5, created_at or datetime.now(UTC)
+    )
+
+
+@pytest.mark.parametrize("multirow", [True, False], ids=["sqlite-multirow", "sqlalchemy-executemany"])
+def test_one_entry_per_request_stores_a_row_per_instance(url, multirow):
+    store = PredictionStore(url)
+    store.multirow = multirow  # False: the path every non-SQLite database takes
+    store.record_request(answered([f"a-{i}" for i in range(45)]))  # more rows than one statement takes
+    store.record_request(answered(["b"], regression=True))
+    store.flush()
+    assert store.written == 46 and store.pending == 0
+    window = store.read_window(100)
+    assert list(window["request_id"]) == [f"a-{i}" for i in range(45)] + ["b"]
+    np.testing.assert_array_equal(
+        window["features"].iloc[44], np.arange(176, 180, dtype="float32").reshape(2, 2)
+    )
+    assert list(window["predicted"].iloc[:4]) == [0, 1, 2, 0]
+    assert window["predicted"].iloc[45] == pytest.approx(-1.5)  # a one-instance linspace
+    assert np.isnan(window["confidence"].iloc[0]) and window["confidence"].iloc[1] == pytest.approx(0.75)
+    assert np.isnan(window["confidence"].iloc[45])  # regression: no confidence
+    found = store.find("a-3")
+    assert found["model_version"] == "7" and found["latency_ms"] == 2.5 and found["created_at"].tzinfo is UTC
+    assert abs((found["created_at"] - datetime.now(UTC)).total_seconds()) < 60
+    store.close()
+
+
+def test_a_malformed_entry_costs_only_its_own_rows(url):
+    store = PredictionStore(url)
+    good, bad = answered(["good-1", "good-2"]), answered(["bad"])
+    store.record_request(bad._replace(request_ids=["bad", "extra"]))  # two ids for one instance
+    store.record_request(good)
+    store.flush()
+    assert store.failed == 2 and list(store.read_window(10)["request_id"]) == ["good-1", "good-2"]
+    store.close()
+
+
+def test_flush_waits_for_what_was_queued_before_it(url):
+    store = PredictionStore(url)
+    for i in range(50):
+        store.record_request(answered([f"r{i}"]))
+    store.flush()
+    assert store.count() == 50  # read on another connection: committed, not just taken
+    store.close()
+    store.flush()  # after close: returns at once
