@@ -5,6 +5,10 @@ checks each, calls each model once for all their rows, and hands every answer ba
 one wake-up. At concurrency 1 nothing waits (no added latency); under load one thread hop and one model call
 serve many requests. Measured in ``bench/serve.py``: a thread hop per request cost more than the ONNX call,
 so a small ONNX job (``inline=True``) arriving while the thread is idle runs on the event loop itself.
+Inline jobs started in the same pass of the event loop (several clients' requests read at once) are gathered
+and answered after that pass with one model call per model: measured at concurrency 8 it gave ~1.2x the
+requests/s of a call per request. A lone client is not held back: after 8 gathers in a row that found one
+request, inline jobs run at once, with every 32nd gathered again to notice concurrent clients returning.
 
 Each job carries the model its request started with, so a swap mid-batch answers every request on its own
 model (a batch with two versions makes two calls).
@@ -36,6 +40,10 @@ class Job:
     future: asyncio.Future[Any]
 
 
+_ALONE_AFTER = 8  # gathers in a row that found one request: stop gathering (one client, nothing to share)
+_PROBE_EVERY = 32  # ...but gather every 32nd request, to notice concurrent clients coming back
+
+
 class ModelCaller:
     """A dedicated model thread fed with jobs from the event loop.
 
@@ -51,6 +59,10 @@ class ModelCaller:
         self._lock = threading.Lock()
         self._pending: list[Job] = []
         self._running = False
+        self._gathered: list[Any] | None = None  # inline jobs of this event-loop pass, answered together
+        self._alone = 0
+        self._seen = 0
+        self.gathers = 0  # event-loop passes whose inline jobs were answered together
         self.calls = 0  # model calls made, for metrics and tests
         self.jobs = 0
 
@@ -66,15 +78,25 @@ class ModelCaller:
 
         Args:
             inline: the caller vouches the whole job takes microseconds (ONNX Runtime, a few rows): when the
-                model thread is idle, run it here on the event loop instead of paying two thread hops.
+                model thread is idle, run it on the event loop instead of paying two thread hops (gathered
+                with the other inline jobs of this loop pass, see the module docstring).
         """
+        loop = asyncio.get_running_loop()
         if inline and not self._running and not self.max_wait:
             batch = prepare()
-            outputs = model.outputs(batch)
-            self.calls += 1
-            self.jobs += 1
-            return finish(batch, outputs)
-        loop = asyncio.get_running_loop()
+            self._seen += 1
+            if self._alone >= _ALONE_AFTER and self._seen % _PROBE_EVERY:
+                outputs = model.outputs(batch)  # nobody to gather with lately: answer now
+                self.calls += 1
+                self.jobs += 1
+                return finish(batch, outputs)
+            gathered = self._gathered
+            if gathered is None:
+                gathered = self._gathered = []
+                loop.call_soon(self._answer_gathered)
+            future = loop.create_future()
+            gathered.append((model, batch, finish, future))
+            return await future
         job = Job(model, prepare, finish, loop.create_future())
         with self._lock:
             self._pending.append(job)
@@ -86,6 +108,39 @@ class ModelCaller:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
+
+    def _answer_gathered(self) -> None:
+        """Answer the inline jobs gathered during one event-loop pass with one model call per model."""
+        gathered, self._gathered = self._gathered or [], None
+        self.jobs += len(gathered)
+        self.gathers += 1
+        self._alone = self._alone + 1 if len(gathered) == 1 else 0
+        by_model: dict[int, list[Any]] = {}
+        for item in gathered:
+            by_model.setdefault(id(item[0]), []).append(item)
+        for group in by_model.values():
+            model = group[0][0]
+            try:
+                if len(group) == 1:
+                    outputs = model.outputs(group[0][1])
+                else:
+                    outputs = model.outputs(np.concatenate([item[1] for item in group]))
+                self.calls += 1
+            except Exception as error:  # noqa: BLE001
+                for item in group:
+                    if not item[3].done():
+                        item[3].set_exception(error)
+                continue
+            offset = 0
+            for _, batch, finish, future in group:
+                part = outputs[offset : offset + len(batch)]
+                offset += len(batch)
+                if future.done():
+                    continue
+                try:
+                    future.set_result(finish(batch, part))
+                except Exception as error:  # noqa: BLE001
+                    future.set_exception(error)
 
     def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
         while True:

@@ -86,3 +86,30 @@ def test_max_rows_splits_a_pile_into_several_calls():
 
     assert asyncio.run(scenario()) == [1, 3, 3, 3]
     assert calls == [("1", 1), ("1", 3), ("1", 3), ("1", 3)]  # 3 + 3 > 4: no two share a call
+
+
+def test_inline_requests_of_one_loop_pass_share_a_call_and_a_lone_client_is_not_held():
+    calls: list = []
+    first, second = model("1", calls), model("2", calls)
+
+    async def scenario():
+        caller = ModelCaller()
+
+        def ask(served, value):
+            batch = np.full((1, 2), value, dtype="float32")
+            return caller.submit(served, lambda: batch, lambda b, out: out.tolist(), inline=True)
+
+        # Five requests started in the same loop pass (as under load): one call per model, each its own rows.
+        together = await asyncio.gather(*(ask(first if i < 3 else second, i) for i in range(5)))
+        shared = list(calls)
+        calls.clear()
+        alone = [await ask(first, i) for i in range(40)]  # one client: after 8 lone gathers, answered at once
+        caller.close()
+        return together, shared, alone, caller
+
+    together, shared, alone, caller = asyncio.run(scenario())
+    assert together == [[[0.0, 0.0]], [[1.0, 1.0]], [[2.0, 2.0]], [[30.0, 30.0]], [[40.0, 40.0]]]
+    assert sorted(shared) == [("1", 3), ("2", 2)]  # two calls for five requests
+    assert alone == [[[float(i), float(i)]] for i in range(40)]
+    assert calls == [("1", 1)] * 40 and caller.jobs == 45
+    assert caller.gathers == 1 + 8 + 1  # the shared pass, 8 lone gathers, then one probe (the 32nd request)
