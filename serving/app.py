@@ -99,6 +99,7 @@ def create_app(
         )
         app.state.service = service
         service.metrics.track_store(lambda: service.store.pending)
+        service.metrics.track_caller(service.caller)
         await service.reload()
         poller = asyncio.create_task(_poll(service, settings.poll_seconds))
         try:

@@ -10,6 +10,7 @@ import bisect
 import math
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -33,6 +34,7 @@ class _RequestCounts:
         self.predictions: dict[str, int] = {}
         self.latency: dict[str, list[float]] = {}  # endpoint -> per-bucket counts (+Inf last), then the sum
         self.batch: list[float] = [0] * (len(_BATCH_BUCKETS) + 2)
+        self.caller: Any = None  # the service's ModelCaller: its calls and the requests they answered
 
     def request(self, endpoint: str, status: str, seconds: float) -> None:
         key = (endpoint, status)
@@ -100,6 +102,15 @@ class _RequestCounts:
         histogram = HistogramMetricFamily("lifecycle_batch_size", "Instances per prediction request.")
         histogram.add_metric([], _cumulative(_BATCH_BUCKETS, batch), batch[-1])
         yield histogram
+        if self.caller is not None:  # requests answered / model calls = how much micro-batching shares
+            yield CounterMetricFamily(
+                "lifecycle_model_calls", "Calls of the model (one may answer several requests).",
+                value=self.caller.calls,
+            )  # fmt: skip
+            yield CounterMetricFamily(
+                "lifecycle_model_call_requests", "Prediction requests answered by those calls.",
+                value=self.caller.jobs,
+            )  # fmt: skip
 
 
 def _cumulative(bounds: tuple[float, ...], counts: list[float]) -> list[tuple[str, float]]:
@@ -148,6 +159,10 @@ class ServiceMetrics:
         self.model_info.clear()
         self.model_info.labels(name, version, backend).set(1)
         self.model_version.set(float(version) if version.isdigit() else 0)
+
+    def track_caller(self, caller: Any) -> None:
+        """Export ``caller.calls`` and ``caller.jobs`` (a ``serving.batcher.ModelCaller``)."""
+        self.counts.caller = caller
 
     def track_store(self, pending: Callable[[], int]) -> None:
         self.store_pending.set_function(pending)

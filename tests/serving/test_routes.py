@@ -198,6 +198,7 @@ def test_metrics_count_requests_errors_batches_and_version(make_client):
     assert 'lifecycle_model_info{backend="onnx",name="tiny-served",version="1"} 1.0' in text
     assert 'lifecycle_predictions_total{version="1"} 3.0' in text
     assert "lifecycle_request_latency_seconds_bucket" in text
+    assert "lifecycle_model_calls_total 1.0" in text and "lifecycle_model_call_requests_total 1.0" in text
 
 
 def test_metric_buckets_are_cumulative_with_the_bound_inclusive():
