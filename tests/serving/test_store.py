@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -184,3 +186,12 @@ def test_flush_waits_for_what_was_queued_before_it(url):
     assert store.count() == 50  # read on another connection: committed, not just taken
     store.close()
     store.flush()  # after close: returns at once
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+def test_the_writer_thread_runs_below_the_request_threads_priority(url):
+    store = PredictionStore(url)
+    store.flush()  # the writer is running (it set its priority first)
+    writer, this = store._writer.native_id, threading.get_native_id()
+    assert os.getpriority(os.PRIO_PROCESS, writer) > os.getpriority(os.PRIO_PROCESS, this)
+    store.close()
