@@ -37,28 +37,26 @@ class _RequestCounts:
         self.caller: Any = None  # the service's ModelCaller: its calls and the requests they answered
 
     def request(self, endpoint: str, status: str, seconds: float) -> None:
-        key = (endpoint, status)
         with self._lock:
-            self.requests[key] = self.requests.get(key, 0) + 1
-            counts = self.latency.get(endpoint)
-            if counts is None:
-                counts = self.latency[endpoint] = [0] * (len(_LATENCY_BUCKETS) + 2)
-            counts[bisect.bisect_left(_LATENCY_BUCKETS, seconds)] += 1
-            counts[-1] += seconds
+            self._answered(endpoint, status, seconds)
 
     def prediction(self, endpoint: str, version: str, size: int, seconds: float) -> None:
         """One answered prediction request: a 200, its latency, its batch size, its instances."""
-        key = (endpoint, "200")
         with self._lock:
-            self.requests[key] = self.requests.get(key, 0) + 1
-            counts = self.latency.get(endpoint)
-            if counts is None:
-                counts = self.latency[endpoint] = [0] * (len(_LATENCY_BUCKETS) + 2)
-            counts[bisect.bisect_left(_LATENCY_BUCKETS, seconds)] += 1
-            counts[-1] += seconds
+            self._answered(endpoint, "200", seconds)
             self.batch[bisect.bisect_left(_BATCH_BUCKETS, size)] += 1
             self.batch[-1] += size
             self.predictions[version] = self.predictions.get(version, 0) + size
+
+    def _answered(self, endpoint: str, status: str, seconds: float) -> None:
+        """Count one request and its latency; the caller holds the lock."""
+        key = (endpoint, status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        counts = self.latency.get(endpoint)
+        if counts is None:
+            counts = self.latency[endpoint] = [0] * (len(_LATENCY_BUCKETS) + 2)
+        counts[bisect.bisect_left(_LATENCY_BUCKETS, seconds)] += 1
+        counts[-1] += seconds
 
     def error(self, endpoint: str, status: str, kind: str) -> None:
         with self._lock:
