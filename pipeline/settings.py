@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,6 +42,8 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = None
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     store_queue_size: int = Field(default=10_000, gt=0)
+    # Who writes the service's predictions: a child process (off this process's GIL) or a thread.
+    store_writer: Literal["process", "thread"] = "process"
     ui_port: int = Field(default=5000, gt=0, lt=65536)
 
     @field_validator("api_key")

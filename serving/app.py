@@ -90,7 +90,11 @@ def create_app(
         service = Service(
             settings=settings,
             predictor=factory(settings, chosen),
-            store=PredictionStore(settings.resolved_store_url, queue_size=settings.store_queue_size),
+            store=PredictionStore(
+                settings.resolved_store_url,
+                queue_size=settings.store_queue_size,
+                writer=settings.store_writer,
+            ),
             metrics=ServiceMetrics(),
             executor=ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="store"),
             caller=ModelCaller(

@@ -13,7 +13,6 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -154,9 +153,7 @@ class Service:
         items, predicted, confidence = format_outputs(outputs, model.meta, ids)
         name, version = model.name, model.version
         latency_ms = (time.perf_counter() - started) * 1000
-        answered = AnsweredRequest(
-            ids, name, version, batch, predicted, confidence, latency_ms, datetime.now(UTC)
-        )
+        answered = AnsweredRequest(ids, name, version, batch, predicted, confidence, latency_ms, time.time())
         self.store.record_request(answered)  # blocks while the store's queue is full: slows, never drops
         body = {"model_name": name, "model_version": version, "request_id": request_id, "predictions": items}
         return orjson.dumps(body, option=_JSON_OPTIONS)

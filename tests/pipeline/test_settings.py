@@ -68,6 +68,16 @@ def test_out_of_range_port_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
         Settings()
 
 
+def test_store_writer_is_a_process_by_default_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().store_writer == "process"
+    monkeypatch.setenv("LIFECYCLE_STORE_WRITER", "thread")
+    assert Settings().store_writer == "thread"
+    monkeypatch.setenv("LIFECYCLE_STORE_WRITER", "fork")
+
+    with pytest.raises(ValidationError, match="store_writer"):
+        Settings()
+
+
 def test_apply_environment_points_tools_at_var(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # apply_environment writes os.environ: give it a copy so the rest of the session is untouched.
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))}

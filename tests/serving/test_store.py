@@ -1,13 +1,17 @@
-"""The prediction store on real SQLite files: round trip, windows, feedback, back-pressure, drain on close."""
+"""The prediction store on real SQLite files: round trip, windows, feedback, back-pressure, drain on close,
+with the writer as a thread and as a child process (killed and restarted, outliving its parent)."""
 
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
+import subprocess
 import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,8 +38,13 @@ def url(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'var' / 'predictions.db'}"
 
 
-def test_window_round_trips_predictions_and_joins_feedback(url):
-    store = PredictionStore(url)
+@pytest.fixture(params=["thread", "process"])
+def writer(request) -> str:
+    return request.param
+
+
+def test_window_round_trips_predictions_and_joins_feedback(url, writer):
+    store = PredictionStore(url, writer=writer)
     store.record_predictions([record(i) for i in range(5)])
     store.record_feedback("r1", 2)
     store.record_feedback("r3", 0)
@@ -71,8 +80,8 @@ def test_window_since_and_regression_values(url):
     store.close()
 
 
-def test_full_queue_blocks_the_writer_instead_of_dropping(url, tmp_path):
-    store = PredictionStore(url, queue_size=4)
+def test_full_queue_blocks_the_writer_instead_of_dropping(url, tmp_path, writer):
+    store = PredictionStore(url, queue_size=4, writer=writer)
     store.record_predictions([record(0)])
     store.flush()
     blocker = sqlite3.connect(tmp_path / "var" / "predictions.db", timeout=1)
@@ -80,7 +89,8 @@ def test_full_queue_blocks_the_writer_instead_of_dropping(url, tmp_path):
     done = threading.Event()
 
     def produce() -> None:
-        # more than one writer batch (1000): the writer holds a full batch it can't commit, the queue fills
+        # more than one writer batch (1000): the writer holds a full batch it can't commit (a process writer:
+        # and the pipe to it fills), then the queue fills
         store.record_predictions([record(i) for i in range(1, 2001)])
         done.set()
 
@@ -99,8 +109,8 @@ def test_full_queue_blocks_the_writer_instead_of_dropping(url, tmp_path):
     reopened.close()
 
 
-def test_close_drains_everything_queued(url):
-    store = PredictionStore(url, queue_size=100_000)
+def test_close_drains_everything_queued(url, writer):
+    store = PredictionStore(url, queue_size=100_000, writer=writer)
     store.record_predictions([record(i) for i in range(3000)])
     store.close()
     assert store.pending == 0
@@ -118,14 +128,24 @@ def test_sqlite_runs_in_wal_mode(url, tmp_path):
     store.close()
 
 
-def test_a_rejected_batch_does_not_stop_the_writer(url):
+def test_a_record_that_cant_be_stored_is_refused_when_recorded(url):
     store = PredictionStore(url)
-    store.record_predictions([record(1, features=np.array([["not a number"]], dtype=object))])
-    store.flush()  # returns: the writer survived the batch it could not write
-    assert store.failed == 1
+    with pytest.raises(ValueError, match="could not convert string to float"):
+        store.record_predictions([record(1, features=np.array([["not a number"]], dtype=object))])
+    assert store.pending == 0  # nothing of it queued
     store.record_predictions([record(2)])
     store.flush()
-    assert list(store.read_window(10)["request_id"]) == ["r2"]
+    assert list(store.read_window(10)["request_id"]) == ["r2"] and store.failed == 0
+    store.close()
+
+
+def test_an_entry_the_writer_cant_read_costs_only_itself(url, writer):
+    store = PredictionStore(url, writer=writer)
+    store.record_request(answered(["before"]))
+    store._backlog.put(b"not an entry")  # e.g. written by another version: the writer can't decode it
+    store.record_request(answered(["after"]))
+    store.flush()
+    assert store.failed == 1 and list(store.read_window(10)["request_id"]) == ["before", "after"]
     store.close()
 
 
@@ -168,18 +188,19 @@ def test_one_entry_per_request_stores_a_row_per_instance(url, multirow):
     store.close()
 
 
-def test_a_malformed_entry_costs_only_its_own_rows(url):
+def test_a_malformed_request_is_refused_and_says_why(url):
     store = PredictionStore(url)
-    good, bad = answered(["good-1", "good-2"]), answered(["bad"])
-    store.record_request(bad._replace(request_ids=["bad", "extra"]))  # two ids for one instance
-    store.record_request(good)
+    bad = answered(["bad"])
+    with pytest.raises(ValueError, match=r"one request id.*per instance \(1\).*2 ids, 1 predictions"):
+        store.record_request(bad._replace(request_ids=["bad", "extra"]))
+    store.record_request(answered(["good-1", "good-2"]))
     store.flush()
-    assert store.failed == 2 and list(store.read_window(10)["request_id"]) == ["good-1", "good-2"]
+    assert store.failed == 0 and list(store.read_window(10)["request_id"]) == ["good-1", "good-2"]
     store.close()
 
 
-def test_flush_waits_for_what_was_queued_before_it(url):
-    store = PredictionStore(url)
+def test_flush_waits_for_what_was_queued_before_it(url, writer):
+    store = PredictionStore(url, writer=writer)
     for i in range(50):
         store.record_request(answered([f"r{i}"]))
     store.flush()
@@ -194,4 +215,68 @@ def test_the_writer_thread_runs_below_the_request_threads_priority(url):
     store.flush()  # the writer is running (it set its priority first)
     writer, this = store._writer.native_id, threading.get_native_id()
     assert os.getpriority(os.PRIO_PROCESS, writer) > os.getpriority(os.PRIO_PROCESS, this)
+    store.close()
+
+
+def test_an_unknown_writer_is_refused_by_name(url):
+    with pytest.raises(ValueError, match=r"store writer in \('thread', 'process'\). Received: 'fork'"):
+        PredictionStore(url, writer="fork")
+
+
+def test_a_killed_writer_process_is_replaced_and_nothing_is_lost(url):
+    store = PredictionStore(url, writer="process")
+    store.record_request(answered(["r0"]))
+    store.flush()
+    first = store._process.process
+    first.kill()
+    first.wait()
+    for i in range(1, 200):
+        store.record_request(answered([f"r{i}"]))
+    store.flush()  # the writer thread noticed, started another child and sent it everything unconfirmed
+    assert store._process.process.pid != first.pid
+    assert store.count() == 200 and store.read_window(500)["request_id"].nunique() == 200
+    store.close()
+
+
+def test_the_writer_process_ignores_sigterm_and_stops_when_the_store_closes(url):
+    store = PredictionStore(url, writer="process")
+    child = store._process.process
+    store.record_request(answered(["before-sigterm"]))
+    store.flush()  # confirmed: the child is up
+    child.send_signal(signal.SIGTERM)  # e.g. a process-group kill: the service decides, and drains first
+    time.sleep(0.3)
+    assert child.poll() is None
+    store.record_request(answered(["after-sigterm"]))
+    store.close()
+    assert child.returncode == 0
+    assert PredictionStore(url).count() == 2
+
+
+def test_the_writer_process_writes_what_it_was_sent_when_its_parent_is_killed(url, tmp_path):
+    """A parent killed (SIGKILL, no drain) after its writer thread sent a batch: the child still writes it."""
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import sys, os, numpy as np\n"
+        "from serving.store import PredictionStore, AnsweredRequest\n"
+        "store = PredictionStore(sys.argv[1], writer='process')\n"
+        "for i in range(500):\n"
+        "    store.record_request(AnsweredRequest([f'p{i}'], 'm', '1', np.zeros((1, 2), 'float32'),\n"
+        "                                         np.array([1]), np.array([0.9]), 1.0, 1.7e9))\n"
+        "store._backlog.put(b'')  # an unreadable entry, so the batch is sent at once\n"
+        "while store.pending:\n"
+        "    pass\n"
+        "print(store._process.process.pid, flush=True)\n"
+        "os.kill(os.getpid(), 9)\n"
+    )
+    parent = subprocess.run(
+        [sys.executable, str(script), url], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )  # fmt: skip
+    assert parent.returncode == -9, parent.stderr
+    child = int(parent.stdout.split()[0])
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    store = PredictionStore(url)
+    assert store.count() == 500
     store.close()
