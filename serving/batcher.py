@@ -59,6 +59,7 @@ class ModelCaller:
         self._lock = threading.Lock()
         self._pending: list[Job] = []
         self._running = False
+        self._loop: asyncio.AbstractEventLoop | None = None  # the service's event loop, the one it runs on
         self._gathered: list[Any] | None = None  # inline jobs of this event-loop pass, answered together
         self._alone = 0
         self._seen = 0
@@ -81,7 +82,9 @@ class ModelCaller:
                 model thread is idle, run it on the event loop instead of paying two thread hops (gathered
                 with the other inline jobs of this loop pass, see the module docstring).
         """
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:  # get_running_loop() costs a getpid() syscall a call on Python 3.11: once is enough
+            loop = self._loop = asyncio.get_running_loop()
         if inline and not self._running and not self.max_wait:
             batch = prepare()
             self._seen += 1

@@ -95,3 +95,18 @@ def test_image_geometry_from_the_meta():
     with pytest.raises(InputError, match="takes tabular input of shape \\[3\\], not images") as error:
         image_geometry(meta())
     assert error.value.status == 400
+
+
+@pytest.mark.parametrize("units", [10, 1], ids=["softmax", "sigmoid"])
+def test_one_instance_is_answered_as_its_row_in_a_batch_would_be(units):
+    from serving.predictor import format_outputs
+
+    meta = DatasetMeta("x", "table", "classification", [f"c{i}" for i in range(max(units, 2))], [3])
+    outputs = np.random.default_rng(0).random((4, units)).astype("float32")
+    batch_items, batch_predicted, batch_confidence = format_outputs(outputs, meta, ["a", "b", "c", "d"])
+    for i, request_id in enumerate("abcd"):
+        (item,), predicted, confidence = format_outputs(outputs[i : i + 1], meta, [request_id])
+        assert item["class_id"] == batch_items[i]["class_id"] and item["label"] == batch_items[i]["label"]
+        assert item["confidence"] == batch_items[i]["confidence"] and item["confidence"].dtype == np.float32
+        np.testing.assert_array_equal(item["probabilities"], batch_items[i]["probabilities"])
+        assert predicted == [int(batch_predicted[i])] and confidence == [float(batch_confidence[i])]

@@ -280,3 +280,12 @@ def test_the_writer_process_writes_what_it_was_sent_when_its_parent_is_killed(ur
     store = PredictionStore(url)
     assert store.count() == 500
     store.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="F_SETPIPE_SZ is Linux's")
+def test_the_pipe_to_the_writer_process_holds_a_whole_batch(url):
+    import fcntl
+
+    store = PredictionStore(url, writer="process")
+    assert fcntl.fcntl(store._process._out, fcntl.F_GETPIPE_SZ) >= 1 << 20  # one write per batch
+    store.close()
