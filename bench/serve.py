@@ -6,16 +6,18 @@ Prints one JSON object. In one run:
   runner), the compiled Keras call (``predict_on_batch``, its fallback) and ``model.predict`` (what MLflow's
   pyfunc does per request). Decides the runner, and whether micro-batching could pay.
 - ``http``: requests/s, p50 and p99 latency (ms) from ``wrk`` (a C load generator, ``apt-get install wrk``)
-  at concurrency 1, 8 and 32 against three servers started here, one at a time, on the same registered model:
-  ``service`` (``lifecycle serve``, 1 worker), ``mlflow`` (``mlflow models serve --env-manager local``, 1
-  worker) and ``floor`` (``bench/floor.py``: the same parsing and validation, no model, no store).
-- ``ratios``: service / mlflow and service / floor requests/s per concurrency; ``targets`` checks >= 50x
-  mlflow at concurrency 8 and >= 0.7x the floor.
+  at concurrency 1, 8 and 32 against three servers started here on the same registered model: ``service``
+  (``lifecycle serve``, 1 worker), ``mlflow`` (``mlflow models serve --env-manager local``, 1 worker) and
+  ``floor`` (``bench/floor.py``: the same parsing and validation, no model, no store). All three run at once
+  and are measured in rounds, one wrk run each per round (service, floor, mlflow), so the machine's drift
+  (10-30% over minutes on shared VMs) hits them alike; each figure is the median over the rounds.
+- ``ratios``: service / mlflow and service / floor requests/s per concurrency, the median of the per-round
+  ratios (runs seconds apart); ``targets`` checks >= 50x mlflow at concurrency 8 and >= 0.7x the floor.
 
 The model: the project's champion when the registry under ``var/`` has one, else (or with ``--scratch``) the
 plan's model trained for 2 epochs on sklearn digits and registered in a temporary registry.
 
-Usage: ``python bench/serve.py [--duration 10] [--scratch]``
+Usage: ``python bench/serve.py [--duration 10] [--rounds 3] [--scratch]``
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -188,6 +191,31 @@ def run_wrk(url: str, body: str, concurrency: int, duration: int, folder: Path) 
     }
 
 
+def _round(urls: dict[str, tuple[str, str]], concurrency: int, seconds: int, folder: Path) -> dict[str, dict]:
+    """One wrk run per server, one after the other (seconds apart)."""
+    return {name: run_wrk(url, body, concurrency, seconds, folder) for name, (url, body) in urls.items()}
+
+
+def _median_run(runs: list[dict]) -> dict:
+    """Median requests/s, p50 and p99 over the rounds; requests and non-2xx summed; every round's rate."""
+    return {
+        "requests_per_s": round(statistics.median(run["requests_per_s"] for run in runs), 1),
+        "p50_ms": statistics.median(run["p50_ms"] for run in runs),
+        "p99_ms": statistics.median(run["p99_ms"] for run in runs),
+        "requests": sum(run["requests"] for run in runs),
+        "non_2xx": sum(run["non_2xx"] for run in runs),
+        "socket_errors": [run["socket_errors"] for run in runs if run["socket_errors"]] or None,
+        "rounds_requests_per_s": [run["requests_per_s"] for run in runs],
+    }
+
+
+def _median_ratio(rounds: list[dict[str, dict]], peer: str) -> float:
+    """Median over the rounds of the service's requests/s over the peer's, each from runs seconds apart."""
+    return statistics.median(
+        round_["service"]["requests_per_s"] / max(round_[peer]["requests_per_s"], 1e-9) for round_ in rounds
+    )
+
+
 def _ms(value: str) -> float:
     number, unit = re.match(r"([\d.]+)(\w+)", value).groups()
     return round(float(number) * {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit], 3)
@@ -196,6 +224,7 @@ def _ms(value: str) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="wrk runs per server and concurrency")
     parser.add_argument(
         "--scratch", action="store_true", help="train and register a model in a temp registry"
     )
@@ -244,37 +273,41 @@ def main(argv: list[str] | None = None) -> None:
             "/docs", "/v1/predict", body,
         ),
     }  # fmt: skip
-    http: dict[str, dict[str, dict]] = {}
-    for name, (command, ready, path, payload) in servers.items():
-        port = free_port()
-        process = start(
-            [part.replace("{port}", str(port)) for part in command],
-            environment,
-            f"http://127.0.0.1:{port}{ready}",
-            folder / f"{name}.log",
-        )
-        try:
-            url = f"http://127.0.0.1:{port}{path}"
-            run_wrk(url, payload, 8, 2, folder)  # warm-up
-            http[name] = {f"c{c}": run_wrk(url, payload, c, args.duration, folder) for c in CONCURRENCY}
-        finally:
+    processes: dict[str, subprocess.Popen] = {}
+    urls: dict[str, tuple[str, str]] = {}
+    try:
+        for name, (command, ready, path, payload) in servers.items():
+            port = free_port()
+            processes[name] = start(
+                [part.replace("{port}", str(port)) for part in command],
+                environment,
+                f"http://127.0.0.1:{port}{ready}",
+                folder / f"{name}.log",
+            )
+            urls[name] = (f"http://127.0.0.1:{port}{path}", payload)
+            run_wrk(*urls[name], 8, 2, folder)  # warm-up
+        runs = {c: [_round(urls, c, args.duration, folder) for _ in range(args.rounds)] for c in CONCURRENCY}
+    finally:
+        for process in processes.values():
             stop(process)
     with contextlib.redirect_stdout(sys.stderr):
         model_call = bench_model_call(instance)
+    http = {
+        name: {f"c{c}": _median_run([one[name] for one in runs[c]]) for c in CONCURRENCY} for name in urls
+    }
     ratios = {
         f"c{c}": {
-            "service_over_mlflow": round(http["service"][f"c{c}"]["requests_per_s"]
-                                         / max(http["mlflow"][f"c{c}"]["requests_per_s"], 1e-9), 1),
-            "service_over_floor": round(http["service"][f"c{c}"]["requests_per_s"]
-                                        / max(http["floor"][f"c{c}"]["requests_per_s"], 1e-9), 3),
+            "service_over_mlflow": round(_median_ratio(runs[c], "mlflow"), 1),
+            "service_over_floor": round(_median_ratio(runs[c], "floor"), 3),
         }
         for c in CONCURRENCY
-    }  # fmt: skip
+    }
     report = {
         "model": {"uri": model_uri, "source": source},
         "load_generator": "wrk 4.1 (1 thread, keep-alive connections = concurrency)",
         "cores": os.cpu_count(),
         "duration_s": args.duration,
+        "rounds": args.rounds,
         "model_call": model_call,
         "http": http,
         "ratios": ratios,
