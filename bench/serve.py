@@ -8,7 +8,8 @@ Prints one JSON object. In one run:
 - ``http``: requests/s, p50 and p99 latency (ms) from ``wrk`` (a C load generator, ``apt-get install wrk``)
   at concurrency 1, 8 and 32 against three servers started here on the same registered model: ``service``
   (``lifecycle serve``, 1 worker), ``mlflow`` (``mlflow models serve --env-manager local``, 1 worker) and
-  ``floor`` (``bench/floor.py``: the same parsing and validation, no model, no store). All three run at once
+  ``floor`` (``bench/floor.py``: the service's parsing and validation code, trained range included, with no
+  model, answer, store or metrics). All three run at once
   and are measured in rounds, one wrk run each per round (service, floor, mlflow), so the machine's drift
   (10-30% over minutes on shared VMs) hits them alike; each figure is the median over the rounds.
 - ``ratios``: service / mlflow and service / floor requests/s per concurrency, the median of the per-round
@@ -134,6 +135,18 @@ def bench_model_call(instance: list, rounds: int = 300) -> dict:
                 (time.perf_counter() - started) / count * 1000, 4
             )
     return results
+
+
+def floor_environment(model_url: str) -> dict[str, str]:
+    """FLOOR_INPUT_SHAPE and FLOOR_RANGE for bench/floor.py, from the service's ``GET /v1/model``."""
+    import httpx
+
+    info = httpx.get(model_url, timeout=10).json()
+    found = {"FLOOR_INPUT_SHAPE": ",".join(str(size) for size in info["input_shape"])}
+    if info["feature_range"]:
+        bounds = info["feature_range"]
+        found["FLOOR_RANGE"] = f"{bounds['low']},{bounds['high']},{bounds['tolerance']}"
+    return found
 
 
 def start(command: list[str], environment: dict[str, str], ready_url: str, log: Path) -> subprocess.Popen:
@@ -286,6 +299,8 @@ def main(argv: list[str] | None = None) -> None:
             )
             urls[name] = (f"http://127.0.0.1:{port}{path}", payload)
             run_wrk(*urls[name], 8, 2, folder)  # warm-up
+            if name == "service":  # the floor validates against the served model's shape and range
+                environment = {**environment, **floor_environment(f"http://127.0.0.1:{port}/v1/model")}
         runs = {c: [_round(urls, c, args.duration, folder) for _ in range(args.rounds)] for c in CONCURRENCY}
     finally:
         for process in processes.values():

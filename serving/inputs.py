@@ -100,8 +100,14 @@ def trained_range(
     return FeatureRange(low=low, high=high, tolerance=tolerance * span, origin=origin)
 
 
-def to_batch(instances: Any, input_shape: list[int], max_batch_size: int) -> np.ndarray:
+def to_batch(
+    instances: Any, input_shape: list[int], max_batch_size: int, *, check_finite: bool = True
+) -> np.ndarray:
     """Turn a JSON ``instances`` list into a float32 batch of the model's input shape.
+
+    Args:
+        check_finite: reject NaN and infinity here; False when ``check_range`` follows (it rejects them too,
+            within the two reductions it makes anyway).
 
     Raises:
         InputError: not a list, empty, too many instances, a non-number, a ragged or wrongly shaped
@@ -128,8 +134,27 @@ def to_batch(instances: Any, input_shape: list[int], max_batch_size: int) -> np.
             f"instances: expected each instance of shape {shape} (the model's input), "
             f"got {list(array.shape[1:])}"
         )
-    with np.errstate(over="ignore"):  # beyond float32: becomes inf, rejected just below
+    with np.errstate(over="ignore"):  # beyond float32: becomes inf, rejected by the finite check
         batch = array.astype("float32")
+    if check_finite:
+        _check_finite(batch)
+    return batch
+
+
+def validate_instances(
+    instances: Any, input_shape: list[int], max_batch_size: int, feature_range: FeatureRange | None
+) -> np.ndarray:
+    """The service's whole check of JSON instances: a float32 batch of the input shape, finite, in range.
+
+    Raises:
+        InputError: what was wrong (see ``to_batch`` and ``check_range``).
+    """
+    batch = to_batch(instances, input_shape, max_batch_size, check_finite=False)
+    check_range(batch, feature_range)  # rejects NaN and infinity too
+    return batch
+
+
+def _check_finite(batch: np.ndarray) -> None:
     finite = np.isfinite(batch)
     if not finite.all():
         row, *where = (int(i) for i in np.argwhere(~finite)[0])
@@ -137,20 +162,22 @@ def to_batch(instances: Any, input_shape: list[int], max_batch_size: int) -> np.
             f"instances[{row}]: {batch[(row, *where)]} at {where}; "
             "expected finite numbers (no NaN or infinity)"
         )
-    return batch
 
 
 def check_range(batch: np.ndarray, feature_range: FeatureRange | None) -> None:
-    """Reject values outside the trained range (plus tolerance).
+    """Reject NaN, infinity and values outside the trained range (plus tolerance).
 
     Raises:
-        InputError: naming the first offending instance, position, value and the allowed range.
+        InputError: naming the first offending instance, position, value and the allowed range (or that
+            it isn't finite).
     """
     if feature_range is None:
+        _check_finite(batch)
         return
     low, high, lowest, highest = feature_range.bounds
     if low.ndim == 0 and float(batch.min()) >= lowest and float(batch.max()) <= highest:
-        return  # one range for every value: two reductions decide it
+        return  # one range for every value: two reductions decide it (NaN or inf fails them too)
+    _check_finite(batch)
     outside = (batch < low) | (batch > high)
     if outside.any():
         row, *where = (int(i) for i in np.argwhere(outside)[0])

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from data.dataset import DatasetMeta
-from serving.inputs import FeatureRange, check_range, to_batch, trained_range
+from serving.inputs import FeatureRange, trained_range, validate_instances
 
 log = logging.getLogger("lifecycle.serving")
 
@@ -266,9 +266,7 @@ class Predictor:
 
     def validate(self, instances: Any, model: ServedModel) -> np.ndarray:
         """A checked float32 batch for ``model``; raises ``InputError`` with what was wrong."""
-        batch = to_batch(instances, model.meta.input_shape, self.max_batch_size)
-        check_range(batch, model.feature_range)
-        return batch
+        return validate_instances(instances, model.meta.input_shape, self.max_batch_size, model.feature_range)
 
 
 @dataclass(frozen=True)

@@ -110,3 +110,18 @@ def test_one_instance_is_answered_as_its_row_in_a_batch_would_be(units):
         assert item["confidence"] == batch_items[i]["confidence"] and item["confidence"].dtype == np.float32
         np.testing.assert_array_equal(item["probabilities"], batch_items[i]["probabilities"])
         assert predicted == [int(batch_predicted[i])] and confidence == [float(batch_confidence[i])]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("ranged", ["global", "per-column", "none"])
+def test_the_range_check_rejects_what_isnt_finite_as_to_batch_does(bad, ranged):
+    reference = np.array([[0, 10, -1], [2, 20, 1]], dtype="float32")
+    kind = "image" if ranged == "global" else "tabular"
+    found = None if ranged == "none" else trained_range(meta(kind=kind), reference)
+    batch = to_batch([[1.0, 15.0, 0.0], [1.0, 15.0, 0.0]], [3], 8, check_finite=False)
+    batch[1, 2] = bad
+    with pytest.raises(InputError, match=r"instances\[1\]: .* at \[2\]; expected finite numbers") as raised:
+        check_range(batch, found)
+    with pytest.raises(InputError) as direct:
+        to_batch(batch.tolist(), [3], 8)
+    assert str(raised.value) == str(direct.value)
