@@ -56,25 +56,26 @@ def new_request_id() -> str:
 
 
 class _RandomHex:
-    """20 hex digits (80 bits) of ``os.urandom`` at a time, read from a 4 KiB pool refilled when spent."""
+    """20 hex digits (80 bits) of ``os.urandom`` at a time, sliced from a pool of 4 KiB, kept as hex text
+    (a slice of text is all a draw costs), refilled when spent."""
 
     def __init__(self) -> None:
-        self._pool = b""
+        self._pool = ""
         self._at = 0
         self._lock = threading.Lock()  # ids are drawn on the event loop and on the model thread
 
     def draw(self) -> str:
         with self._lock:
             at = self._at
-            if at + 10 > len(self._pool):
-                self._pool, at = os.urandom(4096), 0
-            self._at = at + 10
-            return self._pool[at : at + 10].hex()
+            if at + 20 > len(self._pool):
+                self._pool, at = os.urandom(4096).hex(), 0
+            self._at = at + 20
+            return self._pool[at : at + 20]
 
 
 _random_bits = _RandomHex()
 if hasattr(os, "register_at_fork"):  # a forked child must not draw the parent's remaining bits
-    os.register_at_fork(after_in_child=lambda: setattr(_random_bits, "_pool", b""))
+    os.register_at_fork(after_in_child=lambda: setattr(_random_bits, "_pool", ""))
 
 
 class NotReadyError(RuntimeError):

@@ -747,6 +747,8 @@ def _encode_request(answered: AnsweredRequest) -> bytes:
 
 def _plain(values: np.ndarray | list[Any]) -> tuple[bool, list[Any]]:
     """(whether they are whole numbers, the values as a list of Python numbers)."""
+    if type(values) is list and len(values) == 1 and type(values[0]) in (int, float):
+        return type(values[0]) is int, values  # one instance's answer (format_outputs' common case)
     if isinstance(values, np.ndarray):
         return values.dtype.kind in "iub", values.tolist()
     return bool(values) and isinstance(values[0], int | np.integer), [
