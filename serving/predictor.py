@@ -129,6 +129,35 @@ def load_served_model(
     )
 
 
+def _direct_run(session: Any, input_name: str, example: np.ndarray) -> Callable[[dict], list]:
+    """ONNX Runtime's run for the first output, skipping the Python wrapper's per-call checks when it can.
+
+    ``InferenceSession.run`` re-validates the input names, the ownership of the inputs and the graph-capture
+    mode, and lists the output names, on every call: ~1.6 us of a ~5.8 us call on this model in a tight loop,
+    and more cache-cold in the service. The inputs here are always the one float32 batch the service built,
+    so the binding underneath (``session._sess.run``) is called directly, once it has answered the example
+    exactly as the public call does; otherwise (another ORT version) the public call is used.
+    """
+    output_names = [session.get_outputs()[0].name]
+    public = session.run
+
+    def checked(feed: dict) -> list:
+        return public(output_names, feed)
+
+    inner = getattr(getattr(session, "_sess", None), "run", None)
+    if inner is None:
+        return checked
+
+    def direct(feed: dict) -> list:
+        return inner(output_names, feed, None)
+
+    try:
+        same = np.array_equal(direct({input_name: example})[0], checked({input_name: example})[0])
+    except Exception:  # noqa: BLE001 - an ORT whose binding differs: the public call it is
+        same = False
+    return direct if same else checked
+
+
 def _runner(
     model: Any, backend: str, work_dir: Path, example: np.ndarray, expected: np.ndarray
 ) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
@@ -139,10 +168,10 @@ def _runner(
             session = onnx_session(export_onnx(model, work_dir / "model.onnx"))
             check_onnx_matches(session, expected, example)
             input_name = session.get_inputs()[0].name
-            run = session.run
+            run = _direct_run(session, input_name, example)
 
             def call_onnx(batch: np.ndarray) -> np.ndarray:
-                return run(None, {input_name: batch})[0]
+                return run({input_name: batch})[0]
 
             return call_onnx, "onnx"
         except Exception as error:  # noqa: BLE001 - export, ORT load or the output check: fall back
