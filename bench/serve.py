@@ -195,10 +195,10 @@ def run_wrk(url: str, body: str, concurrency: int, duration: int, folder: Path) 
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
     errors = re.search(r"Socket errors: (.*)", text)
     return {
-        "requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)),
-        "p50_ms": _ms(re.search(r"\s50%\s+([\d.]+\w+)", text).group(1)),
-        "p99_ms": _ms(re.search(r"\s99%\s+([\d.]+\w+)", text).group(1)),
-        "requests": int(re.search(r"(\d+) requests in", text).group(1)),
+        "requests_per_s": float(_field(r"Requests/sec:\s+([\d.]+)", text)),
+        "p50_ms": _ms(_field(r"\s50%\s+([\d.]+\w+)", text)),
+        "p99_ms": _ms(_field(r"\s99%\s+([\d.]+\w+)", text)),
+        "requests": int(_field(r"(\d+) requests in", text)),
         "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
         "socket_errors": errors.group(1).strip() if errors else None,
     }
@@ -229,8 +229,19 @@ def _median_ratio(rounds: list[dict[str, dict]], peer: str) -> float:
     )
 
 
+def _field(pattern: str, text: str) -> str:
+    """The first group of ``pattern`` in wrk's report; a clear error when wrk printed something else."""
+    found = re.search(pattern, text)
+    if found is None:
+        raise RuntimeError(f"Expected wrk's report to match {pattern!r}. Received:\n{text[-2000:]}")
+    return found.group(1)
+
+
 def _ms(value: str) -> float:
-    number, unit = re.match(r"([\d.]+)(\w+)", value).groups()
+    found = re.match(r"([\d.]+)(\w+)", value)
+    if found is None:
+        raise RuntimeError(f"Expected a wrk duration like 1.25ms. Received: {value!r}")
+    number, unit = found.groups()
     return round(float(number) * {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit], 3)
 
 
