@@ -29,7 +29,7 @@ import numpy as np
 from serving.predictor import ServedModel
 
 
-@dataclass
+@dataclass(slots=True)
 class Job:
     """One request: ``prepare`` turns its input into a checked batch (raising InputError when it can't);
     ``finish`` turns the outputs into the response (and records it)."""
@@ -97,9 +97,9 @@ class ModelCaller:
             if gathered is None:
                 gathered = self._gathered = []
                 loop.call_soon(self._answer_gathered)
-            future = loop.create_future()
-            gathered.append((model, batch, finish, future))
-            return await future
+            job = Job(model, prepare, finish, loop.create_future())
+            gathered.append((job, batch))
+            return await job.future
         job = Job(model, prepare, finish, loop.create_future())
         with self._lock:
             self._pending.append(job)
@@ -113,37 +113,13 @@ class ModelCaller:
         self._executor.shutdown(wait=True)
 
     def _answer_gathered(self) -> None:
-        """Answer the inline jobs gathered during one event-loop pass with one model call per model."""
+        """Answer the inline jobs gathered during one event-loop pass, one model call per model (and per
+        ``max_rows``), as the model thread answers what waited for it."""
         gathered, self._gathered = self._gathered or [], None
         self.jobs += len(gathered)
         self.gathers += 1
         self._alone = self._alone + 1 if len(gathered) == 1 else 0
-        by_model: dict[int, list[Any]] = {}
-        for item in gathered:
-            by_model.setdefault(id(item[0]), []).append(item)
-        for group in by_model.values():
-            model = group[0][0]
-            try:
-                if len(group) == 1:
-                    outputs = model.outputs(group[0][1])
-                else:
-                    outputs = model.outputs(np.concatenate([item[1] for item in group]))
-                self.calls += 1
-            except Exception as error:  # noqa: BLE001
-                for item in group:
-                    if not item[3].done():
-                        item[3].set_exception(error)
-                continue
-            offset = 0
-            for _, batch, finish, future in group:
-                part = outputs[offset : offset + len(batch)]
-                offset += len(batch)
-                if future.done():
-                    continue
-                try:
-                    future.set_result(finish(batch, part))
-                except Exception as error:  # noqa: BLE001
-                    future.set_exception(error)
+        _resolve(self._call_by_model(gathered))
 
     def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
         while True:
@@ -165,19 +141,27 @@ class ModelCaller:
                 prepared.append((job, job.prepare()))
             except Exception as error:  # noqa: BLE001 - handed to the request that sent it
                 results.append((job.future, None, error))
+        results += self._call_by_model(prepared)
+        self.jobs += len(jobs)
+        return results
+
+    def _call_by_model(
+        self, prepared: list[tuple[Job, np.ndarray]]
+    ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
+        """Call each model once for its jobs' rows, in chunks of at most ``max_rows`` (at least one job)."""
         by_model: dict[int, list[tuple[Job, np.ndarray]]] = {}
         for item in prepared:
             by_model.setdefault(id(item[0].model), []).append(item)
+        results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         for group in by_model.values():
             start = 0
-            while start < len(group):  # chunks of at most max_rows instances (at least one request)
+            while start < len(group):
                 end, rows = start, 0
                 while end < len(group) and (end == start or rows + len(group[end][1]) <= self.max_rows):
                     rows += len(group[end][1])
                     end += 1
                 results += self._call(group[start:end])
                 start = end
-        self.jobs += len(jobs)
         return results
 
     def _call(
@@ -195,6 +179,8 @@ class ModelCaller:
         for job, rows in chunk:
             part = outputs[offset : offset + len(rows)]
             offset += len(rows)
+            if job.future.done():  # the client went away: nothing was answered, so nothing is recorded
+                continue
             try:
                 results.append((job.future, job.finish(rows, part), None))
             except Exception as error:  # noqa: BLE001

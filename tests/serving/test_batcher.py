@@ -113,3 +113,20 @@ def test_inline_requests_of_one_loop_pass_share_a_call_and_a_lone_client_is_not_
     assert alone == [[[float(i), float(i)]] for i in range(40)]
     assert calls == [("1", 1)] * 40 and caller.jobs == 45
     assert caller.gathers == 1 + 8 + 1  # the shared pass, 8 lone gathers, then one probe (the 32nd request)
+
+
+def test_inline_requests_gathered_in_one_pass_keep_to_max_rows():
+    calls: list = []
+    served = model("1", calls)
+
+    async def scenario():
+        caller = ModelCaller(max_rows=4)
+        batch = np.ones((3, 2), dtype="float32")
+        answers = await asyncio.gather(
+            *(caller.submit(served, lambda: batch, lambda b, o: len(o), inline=True) for _ in range(3))
+        )
+        caller.close()
+        return answers
+
+    assert asyncio.run(scenario()) == [3, 3, 3]
+    assert calls == [("1", 3), ("1", 3), ("1", 3)]  # 3 + 3 > 4: gathered, yet no two share a call
