@@ -5,10 +5,13 @@ checks each, calls each model once for all their rows, and hands every answer ba
 one wake-up. At concurrency 1 nothing waits (no added latency); under load one thread hop and one model call
 serve many requests. Measured in ``bench/serve.py``: a thread hop per request cost more than the ONNX call,
 so a small ONNX job (``inline=True``) arriving while the thread is idle runs on the event loop itself.
-Inline jobs started in the same pass of the event loop (several clients' requests read at once) are gathered
-and answered after that pass with one model call per model: measured at concurrency 8 it gave ~1.2x the
-requests/s of a call per request. A lone client is not held back: after 8 gathers in a row that found one
-request, inline jobs run at once, with every 32nd gathered again to notice concurrent clients returning.
+Inline jobs are gathered and answered together, one model call per model: those started in the same
+pass of the event loop (several clients' requests read at once), and those whose handlers run in the next
+pass (requests the loop read meanwhile, queued behind the first). Measured at concurrency 8, gathering one
+pass gave ~1.2x the requests/s of a call per request, and waiting the second pass ~1.1x more
+(bench/serve.py's setup, two live services side by side: 7.8 requests a call instead of 4.0). A lone client
+is not held back: after 8 gathers in a row that found one request, inline jobs run at once, with every 32nd
+gathered again to notice concurrent clients returning.
 
 Each job carries the model its request started with, so a swap mid-batch answers every request on its own
 model (a batch with two versions makes two calls).
@@ -60,10 +63,10 @@ class ModelCaller:
         self._pending: list[Job] = []
         self._running = False
         self._loop: asyncio.AbstractEventLoop | None = None  # the service's event loop, the one it runs on
-        self._gathered: list[Any] | None = None  # inline jobs of this event-loop pass, answered together
+        self._gathered: list[Any] | None = None  # inline jobs waiting to be answered together
         self._alone = 0
         self._seen = 0
-        self.gathers = 0  # event-loop passes whose inline jobs were answered together
+        self.gathers = 0  # groups of inline jobs answered together
         self.calls = 0  # model calls made, for metrics and tests
         self.jobs = 0
 
@@ -80,7 +83,7 @@ class ModelCaller:
         Args:
             inline: the caller vouches the whole job takes microseconds (ONNX Runtime, a few rows): when the
                 model thread is idle, run it on the event loop instead of paying two thread hops (gathered
-                with the other inline jobs of this loop pass, see the module docstring).
+                with the other inline jobs of this loop pass and the next, see the module docstring).
         """
         loop = self._loop
         if loop is None:  # get_running_loop() costs a getpid() syscall a call on Python 3.11: once is enough
@@ -96,7 +99,9 @@ class ModelCaller:
             gathered = self._gathered
             if gathered is None:
                 gathered = self._gathered = []
-                loop.call_soon(self._answer_gathered)
+                # Answered two passes on, not one: the handlers of the requests read by this pass's poll are
+                # queued behind the first call_soon and join the gather before the second one answers.
+                loop.call_soon(loop.call_soon, self._answer_gathered)
             job = Job(model, prepare, finish, loop.create_future())
             gathered.append((job, batch))
             return await job.future
@@ -113,8 +118,8 @@ class ModelCaller:
         self._executor.shutdown(wait=True)
 
     def _answer_gathered(self) -> None:
-        """Answer the inline jobs gathered during one event-loop pass, one model call per model (and per
-        ``max_rows``), as the model thread answers what waited for it."""
+        """Answer the gathered inline jobs, one model call per model (and per ``max_rows``), as the model
+        thread answers what waited for it."""
         gathered, self._gathered = self._gathered or [], None
         self.jobs += len(gathered)
         self.gathers += 1

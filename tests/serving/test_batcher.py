@@ -115,6 +115,29 @@ def test_inline_requests_of_one_loop_pass_share_a_call_and_a_lone_client_is_not_
     assert caller.gathers == 1 + 8 + 1  # the shared pass, 8 lone gathers, then one probe (the 32nd request)
 
 
+def test_inline_request_whose_handler_runs_a_pass_later_joins_the_gather():
+    calls: list = []
+    served = model("1", calls)
+
+    async def scenario():
+        caller = ModelCaller()
+
+        def ask(value):
+            batch = np.full((1, 2), value, dtype="float32")
+            return caller.submit(served, lambda: batch, lambda b, out: out.tolist(), inline=True)
+
+        async def a_pass_later(value):  # as a request read while the first one's handler ran
+            await asyncio.sleep(0)
+            return await ask(value)
+
+        answers = await asyncio.gather(ask(1), a_pass_later(2))
+        caller.close()
+        return answers
+
+    assert asyncio.run(scenario()) == [[[1.0, 1.0]], [[2.0, 2.0]]]
+    assert calls == [("1", 2)]  # one call for both
+
+
 def test_inline_requests_gathered_in_one_pass_keep_to_max_rows():
     calls: list = []
     served = model("1", calls)
