@@ -11,7 +11,8 @@ pass (requests the loop read meanwhile, queued behind the first). Measured at co
 pass gave ~1.2x the requests/s of a call per request, and waiting the second pass ~1.1x more
 (bench/serve.py's setup, two live services side by side: 7.8 requests a call instead of 4.0). A lone client
 is not held back: after 8 gathers in a row that found one request, inline jobs run at once, with every 32nd
-gathered again to notice concurrent clients returning.
+gathered again to notice concurrent clients returning (the requests that start while it waits join it, so
+concurrent clients end the lone mode).
 
 Each job carries the model its request started with, so a swap mid-batch answers every request on its own
 model (a batch with two versions makes two calls).
@@ -20,6 +21,7 @@ model (a batch with two versions makes two calls).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -31,16 +33,24 @@ import numpy as np
 
 from serving.predictor import ServedModel
 
+Finish = Callable[[ServedModel, np.ndarray, np.ndarray, list[int], list[Any]], list[Any]]
+"""``finish(model, batch, outputs, sizes, contexts)``: the answers (responses, recorded) of a run of jobs that
+one model call answered: ``batch`` and ``outputs`` hold their rows one job after another, ``sizes`` their
+row counts and ``contexts`` what each job was submitted with. Returns one answer per job, in order. Jobs
+submitted with the same (equal) finish are answered by one call of it: the per-request work that can be
+shared (request ids, argmax, the store entry, the metrics) is done once for all of them."""
+
 
 @dataclass(slots=True)
 class Job:
     """One request: ``prepare`` turns its input into a checked batch (raising InputError when it can't);
-    ``finish`` turns the outputs into the response (and records it)."""
+    ``finish`` turns the outputs into the response (and records it), see ``Finish``."""
 
     model: ServedModel
     prepare: Callable[[], np.ndarray]
-    finish: Callable[[np.ndarray, np.ndarray], Any]
+    finish: Finish
     future: asyncio.Future[Any]
+    context: Any = None
 
 
 _ALONE_AFTER = 8  # gathers in a row that found one request: stop gathering (one client, nothing to share)
@@ -74,13 +84,15 @@ class ModelCaller:
         self,
         model: ServedModel,
         prepare: Callable[[], np.ndarray],
-        finish: Callable[..., Any],
+        finish: Finish,
+        context: Any = None,
         *,
         inline: bool = False,
     ) -> Any:
-        """Run ``prepare`` and the model on the model thread, then ``finish``; returns what finish returns.
+        """Run ``prepare`` and the model on the model thread, then ``finish``; returns this job's answer.
 
         Args:
+            finish: see ``Finish``; ``context`` is this job's entry in its ``contexts``.
             inline: the caller vouches the whole job takes microseconds (ONNX Runtime, a few rows): when the
                 model thread is idle, run it on the event loop instead of paying two thread hops (gathered
                 with the other inline jobs of this loop pass and the next, see the module docstring).
@@ -91,21 +103,21 @@ class ModelCaller:
         if inline and not self._running and not self.max_wait:
             batch = prepare()
             self._seen += 1
-            if self._alone >= _ALONE_AFTER and self._seen % _PROBE_EVERY:
+            gathered = self._gathered
+            if gathered is None and self._alone >= _ALONE_AFTER and self._seen % _PROBE_EVERY:
                 outputs = model.outputs(batch)  # nobody to gather with lately: answer now
                 self.calls += 1
                 self.jobs += 1
-                return finish(batch, outputs)
-            gathered = self._gathered
+                return finish(model, batch, outputs, [len(batch)], [context])[0]
             if gathered is None:
                 gathered = self._gathered = []
                 # Answered two passes on, not one: the handlers of the requests read by this pass's poll are
                 # queued behind the first call_soon and join the gather before the second one answers.
                 loop.call_soon(loop.call_soon, self._answer_gathered)
-            job = Job(model, prepare, finish, loop.create_future())
+            job = Job(model, prepare, finish, loop.create_future(), context)
             gathered.append((job, batch))
             return await job.future
-        job = Job(model, prepare, finish, loop.create_future())
+        job = Job(model, prepare, finish, loop.create_future(), context)
         with self._lock:
             self._pending.append(job)
             start = not self._running
@@ -179,18 +191,46 @@ class ModelCaller:
             self.calls += 1
         except Exception as error:  # noqa: BLE001
             return [(job.future, None, error) for job, _ in chunk]
-        results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        answered: list[tuple[Job, np.ndarray, np.ndarray]] = []
         offset = 0
         for job, rows in chunk:
             part = outputs[offset : offset + len(rows)]
             offset += len(rows)
-            if job.future.done():  # the client went away: nothing was answered, so nothing is recorded
-                continue
-            try:
-                results.append((job.future, job.finish(rows, part), None))
-            except Exception as error:  # noqa: BLE001
-                results.append((job.future, None, error))
+            if not job.future.done():  # the client went away: nothing was answered, so nothing is recorded
+                answered.append((job, rows, part))
+        results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        for _, run in itertools.groupby(answered, key=lambda item: item[0].finish):
+            members = list(run)
+            if len(members) == len(chunk):  # the common case: every job of the call, one finish
+                results += _finish(model, members, batch, outputs)
+            else:
+                rows = np.concatenate([rows for _, rows, _ in members])
+                results += _finish(model, members, rows, np.concatenate([part for *_, part in members]))
         return results
+
+
+def _finish(
+    model: ServedModel,
+    members: list[tuple[Job, np.ndarray, np.ndarray]],
+    batch: np.ndarray,
+    outputs: np.ndarray,
+) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
+    """One call of the members' shared finish; if it fails, each member alone (one request's bad answer must
+    not fail the others)."""
+    finish = members[0][0].finish
+    try:
+        answers = finish(
+            model,
+            batch,
+            outputs,
+            [len(rows) for _, rows, _ in members],
+            [job.context for job, _, _ in members],
+        )
+        return [(job.future, answer, None) for (job, _, _), answer in zip(members, answers, strict=True)]
+    except Exception as error:  # noqa: BLE001 - handed to the request(s) it belongs to
+        if len(members) == 1:
+            return [(members[0][0].future, None, error)]
+    return [result for member in members for result in _finish(model, [member], member[1], member[2])]
 
 
 def _resolve(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:

@@ -40,13 +40,17 @@ class _RequestCounts:
         with self._lock:
             self._answered(endpoint, status, seconds)
 
-    def prediction(self, endpoint: str, version: str, size: int, seconds: float) -> None:
-        """One answered prediction request: a 200, its latency, its batch size, its instances."""
+    def predictions_answered(
+        self, endpoint: str, version: str, sizes: list[int], seconds: list[float]
+    ) -> None:
+        """Answered prediction requests: each a 200, its latency, its batch size, its instances."""
         with self._lock:
-            self._answered(endpoint, "200", seconds)
-            self.batch[bisect.bisect_left(_BATCH_BUCKETS, size)] += 1
-            self.batch[-1] += size
-            self.predictions[version] = self.predictions.get(version, 0) + size
+            for size, spent in zip(sizes, seconds, strict=True):
+                self._answered(endpoint, "200", spent)
+                self.batch[bisect.bisect_left(_BATCH_BUCKETS, size)] += 1
+            total = sum(sizes)
+            self.batch[-1] += total
+            self.predictions[version] = self.predictions.get(version, 0) + total
 
     def _answered(self, endpoint: str, status: str, seconds: float) -> None:
         """Count one request and its latency; the caller holds the lock."""
@@ -91,7 +95,7 @@ class _RequestCounts:
         yield family
         histogram = HistogramMetricFamily(
             "lifecycle_request_latency_seconds",
-            "Time from parsed request to response, by endpoint.",
+            "Time from parsed request to its answer, by endpoint.",
             labels=["endpoint"],
         )
         for endpoint, counts in sorted(latency.items()):
@@ -146,9 +150,11 @@ class ServiceMetrics:
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
         self.counts.request(endpoint, str(status), seconds)
 
-    def observe_prediction(self, endpoint: str, version: str, size: int, seconds: float) -> None:
-        """One answered prediction request: a 200, its latency, its batch size and its instances."""
-        self.counts.prediction(endpoint, version, size, seconds)
+    def observe_predictions(
+        self, endpoint: str, version: str, sizes: list[int], seconds: list[float]
+    ) -> None:
+        """Prediction requests answered together (one model call): per request its batch size and latency."""
+        self.counts.predictions_answered(endpoint, version, sizes, seconds)
 
     def observe_error(self, endpoint: str, status: int, kind: str) -> None:
         self.counts.error(endpoint, str(status), kind)

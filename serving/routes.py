@@ -96,8 +96,8 @@ async def predict(body: PredictRequest, request: Request) -> Response:
     service: Service = request.app.state.service
     check_api_key(request, service)
     model = _model(service, "/v1/predict")
-    content, size = await service.predict_instances(body.instances, model, started)
-    return _answered(service, "/v1/predict", content, size, model.version, started)
+    content, _ = await service.predict_instances(body.instances, model, started)
+    return _PredictionResponse(content, model.version)
 
 
 @router.post(
@@ -116,13 +116,8 @@ async def predict_image(
     check_api_key(request, service)
     model = _model(service, "/v1/predict/image")
     contents = [await upload.read() for upload in files]
-    content, size = await service.predict_images(contents, model, started)
-    return _answered(service, "/v1/predict/image", content, size, model.version, started)
-
-
-def _answered(service: Service, endpoint: str, content: bytes, size: int, version: str, started: float):
-    service.metrics.observe_prediction(endpoint, version, size, time.perf_counter() - started)
-    return _PredictionResponse(content, version)
+    content, _ = await service.predict_images(contents, model, started)
+    return _PredictionResponse(content, model.version)
 
 
 class _PredictionResponse(Response):

@@ -7,6 +7,7 @@ response and the stored records all use the same version, even if a reload swaps
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import math
 import os
@@ -43,8 +44,9 @@ def settle_heap() -> None:
     gc.freeze()
 
 
-def new_request_id() -> str:
-    """32 hex digits: the time in ms (12), then 80 random bits (20), like a UUIDv7 without the dashes.
+def new_request_ids(count: int) -> list[str]:
+    """``count`` request ids of 32 hex digits: the time in ms (12), then 80 random bits (20), like a UUIDv7
+    without the dashes.
 
     Time-ordered ids land at the end of the store's request_id index instead of at random places in it: with
     random ids (uuid4) every insert into a large store read index pages from disk, which cost the writer
@@ -52,25 +54,34 @@ def new_request_id() -> str:
     millisecond don't draw the same 80 random bits. The bits come from ``os.urandom``, drawn 4 KiB at a time
     (one getrandom syscall per 409 ids, not one per request).
     """
-    return f"{time.time_ns() // 1_000_000:012x}{_random_bits.draw()}"
+    stamp = f"{time.time_ns() // 1_000_000:012x}"
+    bits = _random_bits.draw(count)
+    return [stamp + bits[at : at + 20] for at in range(0, 20 * count, 20)]
+
+
+def new_request_id() -> str:
+    """One id, see ``new_request_ids``."""
+    return new_request_ids(1)[0]
 
 
 class _RandomHex:
-    """20 hex digits (80 bits) of ``os.urandom`` at a time, sliced from a pool of 4 KiB, kept as hex text
-    (a slice of text is all a draw costs), refilled when spent."""
+    """80 random bits per id as 20 hex digits, sliced from a pool of ``os.urandom`` kept as hex text (a slice
+    of text is all a draw costs), refilled when spent."""
 
     def __init__(self) -> None:
         self._pool = ""
         self._at = 0
         self._lock = threading.Lock()  # ids are drawn on the event loop and on the model thread
 
-    def draw(self) -> str:
+    def draw(self, count: int = 1) -> str:
+        """20 hex digits per id, ``count`` ids' worth."""
+        size = 20 * count
         with self._lock:
             at = self._at
-            if at + 20 > len(self._pool):
-                self._pool, at = os.urandom(4096).hex(), 0
-            self._at = at + 20
-            return self._pool[at : at + 20]
+            if at + size > len(self._pool):
+                self._pool, at = os.urandom(max(4096, size)).hex(), 0
+            self._at = at + size
+            return self._pool[at : at + size]
 
 
 _random_bits = _RandomHex()
@@ -120,6 +131,11 @@ class Service:
 
     # --- predictions: checked, called and answered on the model thread ---------------------------------
 
+    def __post_init__(self) -> None:
+        # One finish per endpoint, made once: requests submitted with the same one are answered together.
+        self._finish_instances = functools.partial(self._answer, "/v1/predict")
+        self._finish_images = functools.partial(self._answer, "/v1/predict/image")
+
     async def predict_instances(
         self, instances: Any, model: ServedModel, started: float
     ) -> tuple[bytes, int]:
@@ -138,7 +154,8 @@ class Service:
         return await self.caller.submit(
             model,
             lambda: self.predictor.validate(instances, model),
-            lambda batch, outputs: (self._answer(batch, outputs, model, started), len(batch)),
+            self._finish_instances,
+            started,
             inline=inline,
         )
 
@@ -147,9 +164,7 @@ class Service:
     ) -> tuple[bytes, int]:
         """Decode uploaded images exactly as training did, then predict like ``predict_instances``."""
         return await self.caller.submit(
-            model,
-            lambda: self._decode_images(files, model),
-            lambda batch, outputs: (self._answer(batch, outputs, model, started), len(batch)),
+            model, lambda: self._decode_images(files, model), self._finish_images, started
         )
 
     def _decode_images(self, files: list[bytes], model: ServedModel) -> np.ndarray:
@@ -171,17 +186,46 @@ class Service:
         check_range(batch, model.feature_range)
         return batch
 
-    def _answer(self, batch: np.ndarray, outputs: np.ndarray, model: ServedModel, started: float) -> bytes:
-        request_id = new_request_id()
-        count = len(batch)
-        ids = [request_id] if count == 1 else [f"{request_id}-{i}" for i in range(count)]
+    def _answer(
+        self,
+        endpoint: str,
+        model: ServedModel,
+        batch: np.ndarray,
+        outputs: np.ndarray,
+        sizes: list[int],
+        starts: list[float],
+    ) -> list[tuple[bytes, int]]:
+        """The responses (body, batch size) of the requests one model call answered (see
+        ``serving.batcher.Finish``); their predictions go to the store as one entry, and to the metrics in
+        one update."""
+        request_ids = new_request_ids(len(sizes))
+        if len(batch) == len(sizes):  # one instance per request, the common case
+            ids = request_ids
+        else:
+            ids = []
+            for request_id, size in zip(request_ids, sizes, strict=True):
+                ids += [request_id] if size == 1 else [f"{request_id}-{i}" for i in range(size)]
         items, predicted, confidence = format_outputs(outputs, model.meta, ids)
+        now = time.perf_counter()
+        seconds = [now - started for started in starts]
         name, version = model.name, model.version
-        latency_ms = (time.perf_counter() - started) * 1000
+        answers: list[tuple[bytes, int]] = []
+        latency_ms: list[float] = []
+        offset = 0
+        for request_id, size, spent in zip(request_ids, sizes, seconds, strict=True):
+            body = {
+                "model_name": name,
+                "model_version": version,
+                "request_id": request_id,
+                "predictions": items[offset : offset + size],
+            }
+            answers.append((orjson.dumps(body, option=_JSON_OPTIONS), size))
+            latency_ms += [spent * 1000] * size
+            offset += size
         answered = AnsweredRequest(ids, name, version, batch, predicted, confidence, latency_ms, time.time())
         self.store.record_request(answered)  # blocks while the store's queue is full: slows, never drops
-        body = {"model_name": name, "model_version": version, "request_id": request_id, "predictions": items}
-        return orjson.dumps(body, option=_JSON_OPTIONS)
+        self.metrics.observe_predictions(endpoint, version, sizes, seconds)
+        return answers
 
     def feedback(self, request_id: str, label: int | float | str) -> float:
         """Check and store a true label for an answered prediction; returns the label as stored.

@@ -100,7 +100,8 @@ class AnsweredRequest(NamedTuple):
     named tuple because it is built on every request).
 
     Row ``i`` of ``features`` was answered with ``predicted[i]`` (class id, or the value for regression) and
-    ``confidence[i]`` (None for regression); it is stored under ``request_ids[i]``.
+    ``confidence[i]`` (None for regression); it is stored under ``request_ids[i]``, with ``latency_ms``
+    (one for every row, or row ``i``'s in a list: several requests answered together make one entry).
     """
 
     request_ids: list[str]
@@ -109,7 +110,7 @@ class AnsweredRequest(NamedTuple):
     features: np.ndarray  # (instances, *input shape), raw source units
     predicted: np.ndarray | list[int] | list[float]
     confidence: np.ndarray | list[float] | None
-    latency_ms: float
+    latency_ms: float | list[float]
     created_at: datetime | float  # aware UTC, or Unix seconds (cheaper on the hot path)
 
 
@@ -466,6 +467,7 @@ class _WriterProcess:
         self.url = url
         self.written = 0
         self.failed = 0
+        self.handed = 0  # entries written into the pipe (the child has them, even if this process dies now)
         self._lock = threading.Lock()
         self._unconfirmed: collections.deque[tuple[int, bytes]] = collections.deque()
         self._markers: list[tuple[int, threading.Event]] = []
@@ -521,6 +523,7 @@ class _WriterProcess:
                 self._unconfirmed.append((self._sent, frame))
             try:
                 _write_all(self._out, frame)
+                self.handed += len(entries)
             except OSError:  # the child is gone: a new one gets every unconfirmed frame, this one included
                 self._restart()
         with self._lock:
@@ -729,6 +732,12 @@ def _encode_request(answered: AnsweredRequest) -> bytes:
             f"{'no' if confidence is None else len(confidence)} confidences."
         )
     created = answered.created_at
+    latency = answered.latency_ms
+    if isinstance(latency, list):
+        if len(latency) != count:
+            raise ValueError(f"Expected one latency per instance ({count}). Received: {len(latency)}.")
+    else:
+        latency = float(latency)
     return marshal.dumps(
         (
             _REQUEST,
@@ -739,7 +748,7 @@ def _encode_request(answered: AnsweredRequest) -> bytes:
             features.tobytes(),
             *_plain(predicted),
             None if confidence is None else _plain(confidence)[1],
-            float(answered.latency_ms),
+            latency,
             created if isinstance(created, float) else created.timestamp(),
         )
     )
@@ -773,12 +782,13 @@ def _request_rows(decoded: tuple[Any, ...], bind_time: Callable[[datetime], Any]
         if confidence is None
         else [None if value != value else value for value in confidence]  # NaN: NULL
     )
+    latencies = latency if type(latency) is list else itertools.repeat(latency)
     created_at = bind_time(_utc(created))
     shape_text = _shape_text(tuple(shape))
     return [
-        (request_id, created_at, name, version, features, shape_text, class_id, value, probability, latency)
-        for request_id, features, class_id, value, probability in zip(
-            ids, blobs, class_ids, values, probabilities, strict=False
+        (request_id, created_at, name, version, features, shape_text, class_id, value, probability, spent)
+        for request_id, features, class_id, value, probability, spent in zip(
+            ids, blobs, class_ids, values, probabilities, latencies, strict=False
         )
     ]
 

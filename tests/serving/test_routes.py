@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 
 import numpy as np
 import pytest
@@ -40,6 +42,43 @@ def test_predict_matches_the_keras_model(make_client, local_models):
     expected = keras.ops.convert_to_numpy(model(np.asarray(instances, dtype="float32")))
     served = np.array([item["probabilities"] for item in body["predictions"]])
     np.testing.assert_allclose(served, expected, atol=1e-5)
+
+
+def test_requests_answered_together_each_get_their_own_answer_record_and_count(make_client):
+    client = make_client()
+    service = client.app.state.service
+    instances = [sample(1, seed=seed) for seed in range(5)] + [sample(2, seed=9)]
+    alone = [client.post("/v1/predict", json={"instances": rows}).json() for rows in instances]
+
+    async def together():
+        model = service.model()
+        started = time.perf_counter()
+        return await asyncio.gather(*(service.predict_instances(rows, model, started) for rows in instances))
+
+    calls = service.caller.calls
+    answers = client.portal.call(together)
+    assert service.caller.calls == calls + 1  # one model call, one finish for the six requests
+    assert [size for _, size in answers] == [1, 1, 1, 1, 1, 2]
+    bodies = [json.loads(content) for content, _ in answers]
+    assert len({body["request_id"] for body in bodies + alone}) == 12
+    service.store.flush()
+    for body, single, rows in zip(bodies, alone, instances, strict=True):
+        predictions = body["predictions"]
+        first = body["request_id"]
+        expected_ids = [first] if len(rows) == 1 else [f"{first}-0", f"{first}-1"]
+        assert [item["request_id"] for item in predictions] == expected_ids
+        np.testing.assert_allclose(
+            [item["probabilities"] for item in predictions],
+            [item["probabilities"] for item in single["predictions"]],
+            atol=1e-6,
+        )
+        for item, instance in zip(predictions, rows, strict=True):
+            stored = service.store.find(item["request_id"])
+            np.testing.assert_array_equal(stored["features"], np.asarray(instance, dtype="float32"))
+            assert stored["predicted_class"] == item["class_id"] and stored["model_version"] == "1"
+    text = client.get("/metrics").text
+    assert 'lifecycle_requests_total{endpoint="/v1/predict",status="200"} 12.0' in text
+    assert 'lifecycle_predictions_total{version="1"} 14.0' in text
 
 
 EIGHT = [1.0] * 8
@@ -205,8 +244,9 @@ def test_metric_buckets_are_cumulative_with_the_bound_inclusive():
     from serving.metrics import ServiceMetrics
 
     metrics = ServiceMetrics()
-    for size in (1, 2, 2, 3, 600):  # 2 sits on a bound (le="2.0"); 600 is past the last one
-        metrics.observe_prediction("/v1/predict", "4", size, 0.001)
+    # 2 sits on a bound (le="2.0"); 600 is past the last one
+    metrics.observe_predictions("/v1/predict", "4", [1, 2], [0.001, 0.001])
+    metrics.observe_predictions("/v1/predict", "4", [2, 3, 600], [0.001, 0.001, 0.001])
     text = metrics.render().decode()
     assert 'lifecycle_batch_size_bucket{le="1.0"} 1.0' in text
     assert 'lifecycle_batch_size_bucket{le="2.0"} 3.0' in text

@@ -188,6 +188,19 @@ def test_one_entry_per_request_stores_a_row_per_instance(url, multirow):
     store.close()
 
 
+def test_requests_answered_together_keep_a_latency_per_row(url):
+    store = PredictionStore(url)
+    # two requests, one entry: r1 alone, r2 with two instances
+    together = answered(["r1", "r2-0", "r2-1"])._replace(latency_ms=[1.5, 4.0, 4.0])
+    store.record_request(together)
+    with pytest.raises(ValueError, match=r"one latency per instance \(3\)\. Received: 2"):
+        store.record_request(together._replace(latency_ms=[1.0, 2.0]))
+    store.flush()
+    assert [store.find(rid)["latency_ms"] for rid in ("r1", "r2-0", "r2-1")] == [1.5, 4.0, 4.0]
+    assert store.written == 3
+    store.close()
+
+
 def test_a_malformed_request_is_refused_and_says_why(url):
     store = PredictionStore(url)
     bad = answered(["bad"])
@@ -256,15 +269,15 @@ def test_the_writer_process_writes_what_it_was_sent_when_its_parent_is_killed(ur
     """A parent killed (SIGKILL, no drain) after its writer thread sent a batch: the child still writes it."""
     script = tmp_path / "parent.py"
     script.write_text(
-        "import sys, os, numpy as np\n"
+        "import sys, os, time, numpy as np\n"
         "from serving.store import PredictionStore, AnsweredRequest\n"
         "store = PredictionStore(sys.argv[1], writer='process')\n"
         "for i in range(500):\n"
         "    store.record_request(AnsweredRequest([f'p{i}'], 'm', '1', np.zeros((1, 2), 'float32'),\n"
         "                                         np.array([1]), np.array([0.9]), 1.0, 1.7e9))\n"
-        "store._backlog.put(b'')  # an unreadable entry, so the batch is sent at once\n"
-        "while store.pending:\n"
-        "    pass\n"
+        "store._backlog.put(b'')  # an unreadable entry: 501\n"
+        "while store._process.handed < 501:  # all in the pipe (taken from the queue is not enough)\n"
+        "    time.sleep(0.001)\n"
         "print(store._process.process.pid, flush=True)\n"
         "os.kill(os.getpid(), 9)\n"
     )
