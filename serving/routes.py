@@ -146,6 +146,7 @@ class _PredictionResponse(Response):
 async def feedback(body: FeedbackRequest, service: ServiceDep) -> FeedbackResponse:
     """Store the true label of an answered prediction (ground truth arriving later), for monitoring."""
     started = time.perf_counter()
+    service.settle()  # the prediction may have been answered a moment ago
     label = await service.run(service.feedback, body.request_id, body.label)
     service.metrics.observe_request("/v1/feedback", 200, time.perf_counter() - started)
     return FeedbackResponse(request_id=body.request_id, label=label, stored=True)
@@ -198,6 +199,7 @@ async def model_info(service: ServiceDep) -> ModelInfo:
 @router.get("/metrics", tags=["status"], response_class=Response)
 async def metrics(service: ServiceDep) -> Response:
     """Prometheus metrics: requests, latency, batch sizes, errors, reloads, the served version."""
+    service.settle()  # count what was answered up to now
     return Response(service.metrics.render(), media_type=CONTENT_TYPE)
 
 

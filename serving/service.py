@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
+import logging
 import math
 import os
 import threading
@@ -26,6 +27,8 @@ from serving.inputs import InputError, check_range, decode_image, image_geometry
 from serving.metrics import ServiceMetrics
 from serving.predictor import Predictor, ServedModel, format_outputs
 from serving.store import AnsweredRequest, PredictionStore
+
+log = logging.getLogger("lifecycle.serving")
 
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 INLINE_MAX_INSTANCES = 16  # requests this small, on ONNX, skip the model thread (see predict_instances)
@@ -135,6 +138,9 @@ class Service:
         # One finish per endpoint, made once: requests submitted with the same one are answered together.
         self._finish_instances = functools.partial(self._answer, "/v1/predict")
         self._finish_images = functools.partial(self._answer, "/v1/predict/image")
+        self._loop: asyncio.AbstractEventLoop | None = None  # the event loop, and the thread it runs on
+        self._loop_thread = -1
+        self._unrecorded: list[tuple[Any, ...]] = []  # answered on the loop, to record once sent (settle)
 
     async def predict_instances(
         self, instances: Any, model: ServedModel, started: float
@@ -145,6 +151,8 @@ class Service:
         releases the GIL, the answer): cheaper than the thread hops, unless the store's queue is filling up
         (then ``record_predictions`` may block, which must not happen on the loop).
         """
+        if self._loop is None:
+            self._loop, self._loop_thread = asyncio.get_running_loop(), threading.get_ident()
         inline = (
             model.backend == "onnx"
             and isinstance(instances, list)
@@ -223,9 +231,38 @@ class Service:
             latency_ms += [spent * 1000] * size
             offset += size
         answered = AnsweredRequest(ids, name, version, batch, predicted, confidence, latency_ms, time.time())
+        record = (answered, endpoint, version, sizes, seconds)
+        if threading.get_ident() != self._loop_thread:  # the model thread: record now, off the loop anyway
+            self._record(record)
+        else:  # the event loop: record once these responses are out (see settle)
+            if not self._unrecorded:
+                loop = self._loop
+                assert loop is not None
+                loop.call_soon(loop.call_soon, self.settle)  # behind the wake-ups of the answered requests
+            self._unrecorded.append(record)
+        return answers
+
+    def settle(self) -> None:
+        """Record (store and metrics) the predictions answered on the event loop, whose recording waited for
+        their responses to be sent; on the event loop.
+
+        Answers made on the loop are recorded two loop passes later, after the answered requests have
+        resumed and written their responses: at concurrency 1 the recording then overlaps the client's turn
+        instead of delaying the response (bench/serve.py). Whatever reads what was recorded (``feedback``,
+        ``/metrics``, ``close``) settles first, so a prediction is never missing for a request that follows
+        its response.
+        """
+        unrecorded, self._unrecorded = self._unrecorded, []
+        for record in unrecorded:
+            try:
+                self._record(record)
+            except Exception:  # noqa: BLE001 - one bad record must not cost the others
+                log.exception("a prediction could not be recorded")
+
+    def _record(self, record: tuple[Any, ...]) -> None:
+        answered, endpoint, version, sizes, seconds = record
         self.store.record_request(answered)  # blocks while the store's queue is full: slows, never drops
         self.metrics.observe_predictions(endpoint, version, sizes, seconds)
-        return answers
 
     def feedback(self, request_id: str, label: int | float | str) -> float:
         """Check and store a true label for an answered prediction; returns the label as stored.
@@ -247,6 +284,7 @@ class Service:
         return value
 
     def close(self) -> None:
+        self.settle()
         self.reload_executor.shutdown(wait=True, cancel_futures=True)
         self.caller.close()
         self.executor.shutdown(wait=True)

@@ -61,6 +61,7 @@ def test_requests_answered_together_each_get_their_own_answer_record_and_count(m
     assert [size for _, size in answers] == [1, 1, 1, 1, 1, 2]
     bodies = [json.loads(content) for content, _ in answers]
     assert len({body["request_id"] for body in bodies + alone}) == 12
+    client.portal.call(service.settle)  # recorded on the loop once sent: settle, as a reader would
     service.store.flush()
     for body, single, rows in zip(bodies, alone, instances, strict=True):
         predictions = body["predictions"]
@@ -79,6 +80,29 @@ def test_requests_answered_together_each_get_their_own_answer_record_and_count(m
     text = client.get("/metrics").text
     assert 'lifecycle_requests_total{endpoint="/v1/predict",status="200"} 12.0' in text
     assert 'lifecycle_predictions_total{version="1"} 14.0' in text
+
+
+def predicted_count(service) -> float:
+    """lifecycle_predictions_total for version 1, as recorded so far (without settling)."""
+    for line in service.metrics.render().decode().splitlines():
+        if line.startswith('lifecycle_predictions_total{version="1"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_a_prediction_answered_on_the_loop_is_recorded_once_its_response_is_out(make_client):
+    client = make_client()
+    service = client.app.state.service
+
+    async def scenario():
+        content, _ = await service.predict_instances(sample(1), service.model(), time.perf_counter())
+        at_answer = predicted_count(service)  # the response could be written now; nothing recorded yet
+        await asyncio.sleep(0)  # a loop pass later: the response went out, and the prediction was recorded
+        return json.loads(content)["request_id"], at_answer, predicted_count(service)
+
+    request_id, at_answer, after = client.portal.call(scenario)
+    assert (at_answer, after) == (0.0, 1.0)
+    assert client.post("/v1/feedback", json={"request_id": request_id, "label": 1}).status_code == 200
 
 
 EIGHT = [1.0] * 8
