@@ -183,8 +183,8 @@ class PredictionStore:
 
     Args:
         url: a SQLAlchemy URL (``sqlite:///var/predictions.db``, ``postgresql+psycopg://...``).
-        queue_size: most entries (one per answered request, or per record) waiting to be written before
-            recording blocks.
+        queue_size: most entries (one per ``record_request``: the requests one model call answered; one per
+            other record) waiting to be written before recording blocks.
         writer: "thread" or "process", see above.
     """
 
