@@ -108,6 +108,14 @@ class Service:
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="reload")
     )
 
+    def __post_init__(self) -> None:
+        # One finish per endpoint, made once: requests submitted with the same one are answered together.
+        self._finish_instances = functools.partial(self._answer, "/v1/predict")
+        self._finish_images = functools.partial(self._answer, "/v1/predict/image")
+        self._loop: asyncio.AbstractEventLoop | None = None  # the event loop, and the thread it runs on
+        self._loop_thread = -1
+        self._unrecorded: list[tuple[Any, ...]] = []  # answered on the loop, to record once sent (settle)
+
     def model(self) -> ServedModel:
         """The model answering now; raises NotReadyError before one is loaded."""
         current = self.predictor.current
@@ -134,14 +142,6 @@ class Service:
 
     # --- predictions: checked, called and answered on the model thread ---------------------------------
 
-    def __post_init__(self) -> None:
-        # One finish per endpoint, made once: requests submitted with the same one are answered together.
-        self._finish_instances = functools.partial(self._answer, "/v1/predict")
-        self._finish_images = functools.partial(self._answer, "/v1/predict/image")
-        self._loop: asyncio.AbstractEventLoop | None = None  # the event loop, and the thread it runs on
-        self._loop_thread = -1
-        self._unrecorded: list[tuple[Any, ...]] = []  # answered on the loop, to record once sent (settle)
-
     async def predict_instances(
         self, instances: Any, model: ServedModel, started: float
     ) -> tuple[bytes, int]:
@@ -149,7 +149,7 @@ class Service:
 
         A few instances for an ONNX model run inline on the event loop (validation, a ~10 us call that
         releases the GIL, the answer): cheaper than the thread hops, unless the store's queue is filling up
-        (then ``record_predictions`` may block, which must not happen on the loop).
+        (then ``record_request`` may block, which must not happen on the loop).
         """
         if self._loop is None:
             self._loop, self._loop_thread = asyncio.get_running_loop(), threading.get_ident()
