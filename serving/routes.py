@@ -96,7 +96,7 @@ async def predict(body: PredictRequest, request: Request) -> Response:
     service: Service = request.app.state.service
     check_api_key(request, service)
     model = _model(service, "/v1/predict")
-    content, _ = await service.predict_instances(body.instances, model, started)
+    content = await service.predict_instances(body.instances, model, started)
     return _PredictionResponse(content, model.version)
 
 
@@ -116,7 +116,7 @@ async def predict_image(
     check_api_key(request, service)
     model = _model(service, "/v1/predict/image")
     contents = [await upload.read() for upload in files]
-    content, _ = await service.predict_images(contents, model, started)
+    content = await service.predict_images(contents, model, started)
     return _PredictionResponse(content, model.version)
 
 

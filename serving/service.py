@@ -62,11 +62,6 @@ def new_request_ids(count: int) -> list[str]:
     return [stamp + bits[at : at + 20] for at in range(0, 20 * count, 20)]
 
 
-def new_request_id() -> str:
-    """One id, see ``new_request_ids``."""
-    return new_request_ids(1)[0]
-
-
 class _RandomHex:
     """80 random bits per id as 20 hex digits, sliced from a pool of ``os.urandom`` kept as hex text (a slice
     of text is all a draw costs), refilled when spent."""
@@ -142,10 +137,8 @@ class Service:
 
     # --- predictions: checked, called and answered on the model thread ---------------------------------
 
-    async def predict_instances(
-        self, instances: Any, model: ServedModel, started: float
-    ) -> tuple[bytes, int]:
-        """Validate JSON instances, predict, record; returns (response body, batch size).
+    async def predict_instances(self, instances: Any, model: ServedModel, started: float) -> bytes:
+        """Validate JSON instances, predict, record; returns the response body.
 
         A few instances for an ONNX model run inline on the event loop (validation, a ~10 us call that
         releases the GIL, the answer): cheaper than the thread hops, unless the store's queue is filling up
@@ -167,9 +160,7 @@ class Service:
             inline=inline,
         )
 
-    async def predict_images(
-        self, files: list[bytes], model: ServedModel, started: float
-    ) -> tuple[bytes, int]:
+    async def predict_images(self, files: list[bytes], model: ServedModel, started: float) -> bytes:
         """Decode uploaded images exactly as training did, then predict like ``predict_instances``."""
         return await self.caller.submit(
             model, lambda: self._decode_images(files, model), self._finish_images, started
@@ -202,8 +193,8 @@ class Service:
         outputs: np.ndarray,
         sizes: list[int],
         starts: list[float],
-    ) -> list[tuple[bytes, int]]:
-        """The responses (body, batch size) of the requests one model call answered (see
+    ) -> list[bytes]:
+        """The response bodies of the requests one model call answered (see
         ``serving.batcher.Finish``); their predictions go to the store as one entry, and to the metrics in
         one update."""
         request_ids = new_request_ids(len(sizes))
@@ -217,7 +208,7 @@ class Service:
         now = time.perf_counter()
         seconds = [now - started for started in starts]
         name, version = model.name, model.version
-        answers: list[tuple[bytes, int]] = []
+        answers: list[bytes] = []
         latency_ms: list[float] = []
         offset = 0
         for request_id, size, spent in zip(request_ids, sizes, seconds, strict=True):
@@ -227,7 +218,7 @@ class Service:
                 "request_id": request_id,
                 "predictions": items[offset : offset + size],
             }
-            answers.append((orjson.dumps(body, option=_JSON_OPTIONS), size))
+            answers.append(orjson.dumps(body, option=_JSON_OPTIONS))
             latency_ms += [spent * 1000] * size
             offset += size
         answered = AnsweredRequest(ids, name, version, batch, predicted, confidence, latency_ms, time.time())

@@ -20,6 +20,12 @@ def each(answer):
     return lambda served, batch, outputs, sizes, contexts: [answer(batch, outputs)]
 
 
+def ask_inline(caller: ModelCaller, served: ServedModel, value: float):
+    """An inline request of one row of ``value``, answered with the model's outputs as a list."""
+    batch = np.full((1, 2), value, dtype="float32")
+    return caller.submit(served, lambda: batch, each(lambda b, out: out.tolist()), inline=True)
+
+
 def model(version: str, calls: list, gate: threading.Event | None = None) -> ServedModel:
     def call(batch: np.ndarray) -> np.ndarray:
         if gate is not None:
@@ -102,8 +108,7 @@ def test_inline_requests_of_one_loop_pass_share_a_call_and_a_lone_client_is_not_
         caller = ModelCaller()
 
         def ask(served, value):
-            batch = np.full((1, 2), value, dtype="float32")
-            return caller.submit(served, lambda: batch, each(lambda b, out: out.tolist()), inline=True)
+            return ask_inline(caller, served, value)
 
         # Five requests started in the same loop pass (as under load): one call per model, each its own rows.
         together = await asyncio.gather(*(ask(first if i < 3 else second, i) for i in range(5)))
@@ -129,8 +134,7 @@ def test_concurrent_clients_after_a_lone_one_share_calls_again():
         caller = ModelCaller()
 
         def ask(value):
-            batch = np.full((1, 2), value, dtype="float32")
-            return caller.submit(served, lambda: batch, each(lambda b, out: out.tolist()), inline=True)
+            return ask_inline(caller, served, value)
 
         for i in range(40):  # one client: lone mode, answered at once
             await ask(i)
@@ -155,8 +159,7 @@ def test_inline_request_whose_handler_runs_a_pass_later_joins_the_gather():
         caller = ModelCaller()
 
         def ask(value):
-            batch = np.full((1, 2), value, dtype="float32")
-            return caller.submit(served, lambda: batch, each(lambda b, out: out.tolist()), inline=True)
+            return ask_inline(caller, served, value)
 
         async def a_pass_later(value):  # as a request read while the first one's handler ran
             await asyncio.sleep(0)
