@@ -2,7 +2,7 @@
 
 Prints one JSON object. The default image model (the plan's MLP on sklearn digits, 8x8 = 64 pixels) is
 trained for a few epochs; a real prediction store (SQLite under a temp dir, written through
-``PredictionStore``) is filled with N predictions of digits drawn with replacement (in-distribution
+``PredictionWriter``) is filled with N predictions of digits drawn with replacement (in-distribution
 traffic). The reference is 500 shuffled digits. Each check reads the window back from the store, builds its
 columns and runs Evidently (``detect_drift``) against the reference:
 
@@ -36,9 +36,9 @@ REFERENCE_SIZE = 500
 def trained_model(images: np.ndarray, labels: np.ndarray):
     import keras
 
+    from config.plan import load_plan
     from data.dataset import DatasetMeta
     from models.build import build_model
-    from pipeline.plan import load_plan
 
     plan = load_plan(ROOT / "plan.yaml")
     meta = DatasetMeta(
@@ -52,15 +52,16 @@ def trained_model(images: np.ndarray, labels: np.ndarray):
 
 
 def fill_store(url: str, model, images: np.ndarray, n: int, seed: int) -> float:
-    """N predictions of noisy digits through PredictionStore; returns the seconds it took."""
-    from monitoring.check import _caller
-    from serving.store import PredictionRecord, PredictionStore
+    """N predictions of noisy digits through the store's writer; returns the seconds it took."""
+    from models.evaluate import predict_outputs
+    from serving.store.records import PredictionRecord
+    from serving.store.writer import PredictionWriter
 
     rng = np.random.default_rng(seed)
     inputs = images[rng.integers(0, len(images), n)]  # in-distribution traffic
-    outputs = _caller(model)(inputs)
+    outputs = predict_outputs(model, inputs, batch_size=1024)
     started = time.perf_counter()
-    store = PredictionStore(url, queue_size=20_000)
+    store = PredictionWriter(url, queue_size=20_000)
     records = [
         PredictionRecord(f"b{i}", "1", inputs[i], int(outputs[i].argmax()), float(outputs[i].max()))
         for i in range(n)
@@ -71,13 +72,10 @@ def fill_store(url: str, model, images: np.ndarray, n: int, seed: int) -> float:
 
 
 def read_window(url: str, n: int):
-    from serving.store import PredictionStore
+    from serving.store.reader import PredictionReader
 
-    store = PredictionStore(url)
-    try:
-        return store.read_window(n)
-    finally:
-        store.close()
+    with PredictionReader(url) as store:
+        return store.window(n)
 
 
 def check_ours(url: str, n: int, champion, policy) -> dict:
@@ -133,9 +131,10 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     from sklearn.datasets import load_digits
 
-    from monitoring.check import Champion, _caller
+    from config.plan import MonitoringSection
+    from models.evaluate import predict_outputs as model_outputs
+    from monitoring.check import Champion
     from monitoring.features import build_frame, embedding_function, fit_features, predict_outputs
-    from pipeline.plan import MonitoringSection
 
     digits = load_digits()
     order = np.random.default_rng(0).permutation(len(digits.target))  # sklearn's order groups writers
@@ -144,7 +143,7 @@ def main() -> None:
     reference = images[:REFERENCE_SIZE]
     embed = embedding_function(model)
     spec = fit_features(meta, reference, components=plan.monitoring.embedding_components, embed=embed)
-    outputs = predict_outputs(_caller(model), reference, "classification")
+    outputs = predict_outputs(lambda x: model_outputs(model, x, batch_size=1024), reference, "classification")
     champion = Champion(
         "bench", "1", model, meta, spec, build_frame(spec, reference, *outputs, embed=embed), "bench", embed
     )

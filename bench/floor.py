@@ -16,7 +16,7 @@ import numpy as np
 import orjson
 from fastapi import FastAPI, Response
 
-from pipeline.settings import Settings
+from config.settings import Settings
 from serving.app import BodyLimit
 from serving.inputs import FeatureRange, InputError, validate_instances
 from serving.schemas import PredictRequest

@@ -52,13 +52,14 @@ def scratch_registry(folder: Path) -> dict[str, str]:
     import numpy as np
     from sklearn.datasets import load_digits
 
+    from config.plan import load_plan
+    from config.settings import Settings
     from data.dataset import Dataset, DatasetMeta
     from models.build import build_model
+    from models.client import artifact_location, tracking_client
     from models.registry import move_alias
     from models.tracking import log_training_run
     from models.train import train_model
-    from pipeline.plan import load_plan
-    from pipeline.settings import Settings
 
     plan = load_plan(ROOT / "plan.yaml")
     plan_path = folder / "plan.yaml"
@@ -74,11 +75,14 @@ def scratch_registry(folder: Path) -> dict[str, str]:
     train_section = plan.train.model_copy(update={"epochs": 2})
     result = train_model(lambda: build_model(plan.model, meta, train_section), train, val, train_section,
                          plan.resources)  # fmt: skip
+    client = tracking_client(settings)
     version = log_training_run(
-        plan, result, meta, plan_path=plan_path, root=folder, input_example=features[:3],
-        artifact_location=settings.resolved_artifacts_dir.as_uri(),
+        plan, result, meta, client=client, plan_path=plan_path, root=folder, input_example=features[:3],
+        artifact_location=artifact_location(settings),
     )  # fmt: skip
-    move_alias(plan.deploy.model_name, plan.deploy.alias, version.version, action="promote", reason="bench")
+    move_alias(
+        client, plan.deploy.model_name, plan.deploy.alias, version.version, action="promote", reason="bench"
+    )
     return {
         "LIFECYCLE_ROOT": str(folder),
         "LIFECYCLE_VAR_DIR": str(folder / "var"),
@@ -89,16 +93,17 @@ def scratch_registry(folder: Path) -> dict[str, str]:
 
 def project_registry() -> dict[str, str] | None:
     """The project's own registry, when its champion exists."""
+    from config.plan import load_plan
+    from config.settings import Settings
+    from models.client import tracking_client
     from models.registry import alias_version
-    from pipeline.plan import load_plan
-    from pipeline.settings import Settings
 
     settings = Settings(root=ROOT)
-    if not (settings.var_dir / "mlflow.db").is_file():
+    if not settings.layout.mlflow_db.is_file():
         return None
     settings.apply_environment()
     plan = load_plan(settings.plan_path)
-    if alias_version(plan.deploy.model_name, plan.deploy.alias) is None:
+    if alias_version(tracking_client(settings), plan.deploy.model_name, plan.deploy.alias) is None:
         return None
     return {"LIFECYCLE_ROOT": str(ROOT), "LIFECYCLE_TRACKING_URI": settings.resolved_tracking_uri}
 
@@ -108,12 +113,15 @@ def bench_model_call(instance: list, rounds: int = 300) -> dict:
     import keras
     import numpy as np
 
+    from config.plan import load_plan
+    from config.settings import Settings
+    from models.client import tracking_client
     from models.export import export_onnx, onnx_session
     from models.registry import resolve_model
-    from pipeline.plan import load_plan
 
-    plan = load_plan(os.environ.get("LIFECYCLE_PLAN_PATH", ROOT / "plan.yaml"))
-    resolved = resolve_model(plan.deploy.model_name, plan.deploy.alias)
+    settings = Settings()  # the registry's LIFECYCLE_* variables are in the environment by now
+    plan = load_plan(settings.plan_path)
+    resolved = resolve_model(tracking_client(settings), plan.deploy.model_name, plan.deploy.alias)
     model = keras.saving.load_model(resolved.model_path, safe_mode=True, compile=False)
     session = onnx_session(export_onnx(model, Path(tempfile.mkdtemp()) / "model.onnx"))
     name = session.get_inputs()[0].name
@@ -266,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.update(registry)
     from sklearn.datasets import load_digits
 
-    from pipeline.plan import load_plan
+    from config.plan import load_plan
 
     plan = load_plan(registry.get("LIFECYCLE_PLAN_PATH", ROOT / "plan.yaml"))
     instance = load_digits().images[-1].tolist()  # a digit from the end of the set, raw 0..16

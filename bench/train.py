@@ -34,10 +34,10 @@ def bench_input_pipeline(rounds: int, epochs: int) -> dict:
     import keras
     from sklearn.datasets import load_digits
 
+    from config.plan import load_plan
     from data.dataset import DatasetMeta
     from models.build import build_model
     from models.train import make_dataset
-    from pipeline.plan import load_plan
 
     digits = load_digits()
     features, labels = digits.images.astype("float32"), digits.target.astype("int32")
@@ -97,7 +97,7 @@ def bench_flow() -> dict:
 
     stages = [*DATA_STAGES, *TRAINING_STAGES]
     flow_script = (
-        "import json, sys; from pipeline.settings import Settings; Settings().apply_environment(); "
+        "import json, sys; from config.settings import Settings; Settings().apply_environment(); "
         "from pipeline.flows import lifecycle; s = lifecycle(plan_path='plan.yaml'); "
         "print(json.dumps({'flow_seconds': s.seconds, 'stages': {r.stage: r.seconds for r in s.stages}}))"
     )

@@ -11,38 +11,34 @@ from pathlib import Path
 
 import numpy as np
 
+from config.layout import FEEDBACK_DIR, SAMPLES, ProjectLayout
+from config.plan import DataSection
 from data.dataset import Dataset
 from data.sources import SourceError, load_source
 from data.validate import DataValidationError, listing, validate_dataset
-from pipeline.plan import DataSection
 
-FEEDBACK_DIR = Path("data/feedback")
-FEEDBACK_NAME = "samples"
 KEEP_FILE = ".keep"
 
 
-def ensure_feedback_dir(root: Path) -> Path:
+def ensure_feedback_dir(layout: ProjectLayout) -> Path:
     """Create ``data/feedback`` (with a ``.keep`` file) when missing: the collect stage's DVC dependency.
-
-    Args:
-        root: the project root.
 
     Returns:
         The folder.
     """
-    folder = root / FEEDBACK_DIR
+    folder = layout.feedback_dir
     folder.mkdir(parents=True, exist_ok=True)
     if not any(folder.iterdir()):
         (folder / KEEP_FILE).touch()
     return folder
 
 
-def collect(data: DataSection, root: Path, file: str) -> Dataset:
+def collect(data: DataSection, layout: ProjectLayout, file: str) -> Dataset:
     """Read every sample of the plan's source, append the exported feedback, and check the structure.
 
     Args:
         data: the plan's data section.
-        root: the project root (relative source paths, ``data/feedback``).
+        layout: the project (relative source paths are taken from its root; feedback from ``data/feedback``).
         file: where the raw dataset goes, named in validation errors.
 
     Returns:
@@ -53,26 +49,25 @@ def collect(data: DataSection, root: Path, file: str) -> Dataset:
         DataValidationError: shapes, dtypes, ids, NaN/inf or value ranges are wrong, or the feedback doesn't
             fit the source (input shape, task, classes, sample ids).
     """
-    dataset = load_source(data, root)
-    feedback = load_feedback(root)
+    dataset = load_source(data, layout.root)
+    feedback = load_feedback(layout.feedback_dir)
     if feedback is not None:
-        dataset = append_feedback(dataset, feedback, (FEEDBACK_DIR / f"{FEEDBACK_NAME}.npz").as_posix())
+        dataset = append_feedback(dataset, feedback, (FEEDBACK_DIR / f"{SAMPLES}.npz").as_posix())
     validate_dataset(dataset, data, file, labeled=False)
     return dataset
 
 
-def load_feedback(root: Path) -> Dataset | None:
-    """The feedback dataset in ``root/data/feedback``, or None where no ``samples.npz`` was exported.
+def load_feedback(folder: Path) -> Dataset | None:
+    """The feedback dataset in ``folder`` (``data/feedback``), or None where no ``samples.npz`` was exported.
 
     Raises:
         SourceError: the file or its ``meta.json`` can't be read.
     """
-    folder = root / FEEDBACK_DIR
-    path = folder / f"{FEEDBACK_NAME}.npz"
+    path = folder / f"{SAMPLES}.npz"
     if not path.is_file():
         return None
     try:
-        return Dataset.load(folder, FEEDBACK_NAME)
+        return Dataset.load(folder, SAMPLES)
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise SourceError(
             f"{path}: expected a feedback dataset (samples.npz with features, labels, sample_ids beside "

@@ -77,7 +77,7 @@ class Dataset:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / f"{name}.npz"
-        _write_npz(
+        write_npz(
             path,
             {"features": self.features, "labels": self.labels, "sample_ids": self.sample_ids.astype(str)},
         )
@@ -86,6 +86,7 @@ class Dataset:
 
     @classmethod
     def load(cls, directory: str | Path, name: str) -> Dataset:
+        """Read ``<directory>/<name>.npz`` and ``<directory>/meta.json``."""
         directory = Path(directory)
         meta = DatasetMeta.from_json((directory / "meta.json").read_text())
         with np.load(directory / f"{name}.npz", allow_pickle=False) as arrays:
@@ -97,7 +98,7 @@ class Dataset:
             )
 
 
-def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Like ``np.savez``, but with fixed zip timestamps: the same data always hashes the same for DVC."""
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
         for name, array in arrays.items():
@@ -106,9 +107,28 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
                 np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
-# File names of the stage outputs, shared by the stage shells, training, serving and monitoring.
-RAW_DIR = Path("data/raw")
-LABELED_DIR = Path("data/labeled")
-PREPARED_DIR = Path("data/prepared")
-SPLITS = ("train", "val", "test")
-REFERENCE = "reference"
+class MissingInputError(FileNotFoundError):
+    """A dataset's files are not there: the stage that makes them has not run."""
+
+
+def load_stage_output(directory: Path, name: str, producer: str, shown_as: str) -> Dataset:
+    """``Dataset.load`` of a stage's output, with an error that says which stage to run when it is missing.
+
+    Args:
+        directory: the stage's output folder.
+        name: the dataset's name in it (``samples``, ``train``, ``test``, ...).
+        producer: the stage that writes it (named in the error: ``dvc repro <producer>``).
+        shown_as: the folder as the user knows it (``data/prepared``), for the message.
+
+    Raises:
+        MissingInputError: the npz or its meta.json is missing.
+    """
+    missing = [
+        f"{shown_as}/{file}" for file in (f"{name}.npz", "meta.json") if not (directory / file).is_file()
+    ]
+    if missing:
+        raise MissingInputError(
+            f"{', '.join(missing)} not found: run the {producer} stage first "
+            f"(`lifecycle run` or `dvc repro {producer}`)"
+        )
+    return Dataset.load(directory, name)

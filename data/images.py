@@ -11,9 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
+from config.plan import DataSection
 from data.dataset import UNLABELED, Dataset, DatasetMeta
-from data.sources import IMAGE_SUFFIXES, UNLABELED_DIR, SourceError, name_classes
-from pipeline.plan import DataSection
+from data.naming import SourceError, name_classes
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+UNLABELED_DIR = "unlabeled"  # files under DIR/unlabeled/ wait for labels
 
 
 class ImageDecodeError(ValueError):

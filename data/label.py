@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from config.plan import DataSection
 from data.dataset import UNLABELED, Dataset
 from data.labelfiles import Annotation
 from data.validate import DataValidationError, deduplicate, listing, validate_dataset
-from pipeline.plan import DataSection
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from data.dataset import REFERENCE, SPLITS, Dataset
+from config.layout import REFERENCE, SPLITS
+from config.plan import DataSection, SplitSection
+from data.dataset import Dataset
 from data.validate import DataValidationError
-from pipeline.plan import DataSection, SplitSection
 
 
 @dataclass(frozen=True)

@@ -24,13 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
+from config.plan import DataSection
 from data.dataset import Dataset, DatasetMeta
-from pipeline.plan import DataSection
+from data.naming import SourceError, name_classes
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-UNLABELED_DIR = "unlabeled"
 # The cap on a source is drawn with this seed: the same samples for every split seed.
 CAP_SEED = 0
 # Keras's published sha256 of mnist.npz (keras/src/datasets/mnist.py).
@@ -54,10 +53,6 @@ FASHION_CLASSES = [
     "Ankle boot",
 ]
 KERAS_BASE_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
-
-
-class SourceError(RuntimeError):
-    """A source can't be read; the message says which file or setting and what to do."""
 
 
 def load_source(data: DataSection, root: Path, *, environ: Mapping[str, str] | None = None) -> Dataset:
@@ -98,35 +93,6 @@ def resolve(path: str, root: Path) -> Path:
     """A plan path, taken from the project root when relative."""
     candidate = Path(path).expanduser()
     return candidate if candidate.is_absolute() else Path(root) / candidate
-
-
-def name_classes(
-    source_names: list[str], labels: np.ndarray, plan_classes: list[str] | None, source: str
-) -> tuple[list[str], np.ndarray]:
-    """Apply ``data.classes`` to a source's class names.
-
-    The same names in another order re-map the label ids to the plan's order; other names of the same count
-    rename the source's classes in order.
-
-    Returns:
-        (class names, labels with ids in that order).
-
-    Raises:
-        SourceError: the plan names a different number of classes than the source has.
-    """
-    if plan_classes is None:
-        return list(source_names), labels
-    if sorted(plan_classes) == sorted(source_names):
-        order = {name: plan_classes.index(name) for name in source_names}
-        remap = np.array([order[name] for name in source_names], dtype=np.int64)
-        labels = np.where(labels >= 0, remap[np.clip(labels, 0, None)], labels)
-        return list(plan_classes), labels
-    if len(plan_classes) != len(source_names):
-        raise SourceError(
-            f"data.classes: {source} has {len(source_names)} classes {source_names}, "
-            f"the plan names {len(plan_classes)}: {plan_classes}"
-        )
-    return list(plan_classes), labels
 
 
 def cap_stratified(dataset: Dataset, cap: int | None) -> Dataset:

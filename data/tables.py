@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from config.plan import DataSection
 from data.dataset import UNLABELED, Dataset, DatasetMeta
-from data.sources import SourceError
+from data.naming import SourceError
 from data.validate import listing
-from pipeline.plan import DataSection
 
 ID_COLUMN = "sample_id"
 _READERS = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".pq": pd.read_parquet}

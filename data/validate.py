@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from config.plan import DataSection
 from data.dataset import UNLABELED, Dataset
-from pipeline.plan import DataSection
 
 # The values features may take, by source kind: pixels of 8-bit images, digits' 16 grey levels.
 _RANGES = {"sklearn:digits": (0.0, 16.0), "keras": (0.0, 255.0), "images": (0.0, 255.0)}

@@ -13,7 +13,7 @@ from typing import Any
 
 import keras
 
-from pipeline.plan import ResourcesSection
+from config.plan import ResourcesSection
 
 from .errors import AcceleratorError
 

@@ -14,8 +14,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from config.plan import LayerSpec, ModelSection, OptimizerSection, TrainSection
 from data.dataset import DatasetMeta
-from pipeline.plan import LayerSpec, ModelSection, OptimizerSection, TrainSection
 
 from .errors import ModelBuildError
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from data.dataset import Dataset, _write_npz
+from data.dataset import Dataset, write_npz
 
 LATENCY_WARMUP_CALLS = 5
 LATENCY_CALLS = {1: 200, 64: 50}  # timed calls per batch size; other sizes get 30
@@ -253,7 +253,7 @@ def write_evaluation(
         predicted = predicted_classes(outputs)
         lines += [f"{classes[int(a)]},{classes[int(p)]}" for a, p in zip(y_true, predicted, strict=True)]
     paths["confusion"].write_text("\n".join(lines) + "\n")
-    _write_npz(
+    write_npz(
         paths["predictions"],
         {"outputs": np.asarray(outputs), "labels": np.asarray(y_true), "sample_ids": sample_ids.astype(str)},
     )

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.plan import SuccessSection
+from config.plan import SuccessSection
 
 from .evaluate import metric_value
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.plan import Plan
+from config.plan import Plan
 
 LIBRARIES = ("tensorflow", "keras", "mlflow", "numpy")
 

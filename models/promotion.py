@@ -13,12 +13,13 @@ from typing import Any
 
 import numpy as np
 
+from config.plan import Plan
 from data.dataset import Dataset
-from pipeline.plan import Plan
 
 from . import registry
 from .evaluate import confusion_matrix, evaluate_model, predict_outputs, predicted_classes
 from .gate import Verdict, judge, render_markdown
+from .names import GATE_PASSED_TAG, GATE_REPORT_TAG
 from .run_artifacts import classification_report, plot_confusion_matrix
 
 CURVES = ("loss", "val_loss", "accuracy", "val_accuracy")
@@ -42,12 +43,6 @@ class PromotionResult:
     moved: bool
     gate: GateOutcome | None
     entries: list[registry.LedgerEntry]
-
-
-def _client(client: Any) -> Any:
-    import mlflow
-
-    return client if client is not None else mlflow.MlflowClient()
 
 
 def run_history(client: Any, run_id: str) -> tuple[dict[str, list[float]], int | None]:
@@ -101,30 +96,30 @@ def log_verdict(
     for path in files.values():
         client.log_artifact(run_id, str(path), "gate")
     passed = "true" if verdict.passed else "false"
-    client.set_tag(run_id, registry.GATE_PASSED_TAG, passed)
+    client.set_tag(run_id, GATE_PASSED_TAG, passed)
     report_ref = f"runs:/{run_id}/gate/gate.json"
-    client.set_model_version_tag(name, version, registry.GATE_PASSED_TAG, passed)
-    client.set_model_version_tag(name, version, registry.GATE_REPORT_TAG, report_ref)
+    client.set_model_version_tag(name, version, GATE_PASSED_TAG, passed)
+    client.set_model_version_tag(name, version, GATE_REPORT_TAG, report_ref)
     return report_ref
 
 
 def gate_version(
+    client: Any,
     plan: Plan,
     version: str,
     test: Dataset,
     *,
     reports_dir: Path,
-    client: Any = None,
     evaluation: tuple[dict[str, Any], np.ndarray] | None = None,
 ) -> GateOutcome:
     """Test a registered version on the test split against the plan and the champion, and record it.
 
     Args:
+        client: the project's ``MlflowClient``.
         plan: the plan (success thresholds, model name, aliases).
         version: the candidate version.
         test: the test split; the champion is run on the same rows.
         reports_dir: where ``gate.json`` / ``gate.md`` go.
-        client: an ``MlflowClient``; None for one on the environment's URIs.
         evaluation: the candidate's ``(metrics, outputs)`` on ``test`` when the evaluate stage already
             measured them; None to download and evaluate the version here.
 
@@ -133,26 +128,23 @@ def gate_version(
     """
     import keras
 
-    client = _client(client)
     name = plan.deploy.model_name
     model_version = registry.get_version(client, name, version)
     num_classes = len(test.meta.classes) if test.meta.task == "classification" else 0
     with tempfile.TemporaryDirectory() as tmp:
         if evaluation is None:
-            candidate = registry.resolve_model(
-                name, version=version, client=client, dst=Path(tmp) / "candidate"
-            )
+            candidate = registry.resolve_model(client, name, version=version, dst=Path(tmp) / "candidate")
             evaluation = evaluate_model(
                 keras.saving.load_model(candidate.model_path), test, candidate.model_path
             )
         metrics, outputs = evaluation
-        champion_version = registry.alias_version(name, plan.deploy.alias, client=client)
+        champion_version = registry.alias_version(client, name, plan.deploy.alias)
         champion_outputs = None
         if champion_version == str(version):
             champion_outputs = outputs
         elif champion_version is not None:
             champion = registry.resolve_model(
-                name, version=champion_version, client=client, dst=Path(tmp) / "champion"
+                client, name, version=champion_version, dst=Path(tmp) / "champion"
             )
             try:
                 champion_outputs = predict_outputs(
@@ -177,12 +169,12 @@ def gate_version(
 
 
 def promote_version(
+    client: Any,
     plan: Plan,
     version: str,
     test: Dataset | None,
     *,
     reports_dir: Path,
-    client: Any = None,
     force: bool = False,
     reason: str = "",
     evaluation: tuple[dict[str, Any], np.ndarray] | None = None,
@@ -190,11 +182,11 @@ def promote_version(
     """Gate a version and, when it passes, make it challenger then champion; or force it with a reason.
 
     Args:
+        client: the project's ``MlflowClient``.
         plan: the plan.
         version: the version to promote.
         test: the test split (not needed when forced).
         reports_dir: where the gate's reports go.
-        client: an ``MlflowClient``; None for one on the environment's URIs.
         force: skip the gate (needs ``reason``).
         reason: why, recorded in the ledger.
         evaluation: the candidate's ``(metrics, outputs)`` from the evaluate stage, if at hand.
@@ -205,7 +197,6 @@ def promote_version(
     Raises:
         PromotionRefusedError: forced without a reason.
     """
-    client = _client(client)
     name = plan.deploy.model_name
     if force:
         entry = registry.promote(
@@ -214,11 +205,11 @@ def promote_version(
         return PromotionResult(str(version), True, None, [entry])
     if test is None:
         raise ValueError(f"{name} v{version}: expected the test split to gate against. Received: none.")
-    outcome = gate_version(plan, version, test, reports_dir=reports_dir, client=client, evaluation=evaluation)
+    outcome = gate_version(client, plan, version, test, reports_dir=reports_dir, evaluation=evaluation)
     if not outcome.verdict.passed:
         return PromotionResult(str(version), False, outcome, [])
     entries = []
-    if registry.alias_version(name, plan.deploy.challenger_alias, client=client) != str(version):
+    if registry.alias_version(client, name, plan.deploy.challenger_alias) != str(version):
         entries.append(
             registry.mark_challenger(
                 client,
@@ -229,7 +220,7 @@ def promote_version(
                 alias=plan.deploy.challenger_alias,
             )  # fmt: skip
         )
-    if registry.alias_version(name, plan.deploy.alias, client=client) != str(version):
+    if registry.alias_version(client, name, plan.deploy.alias) != str(version):
         entries.append(
             registry.promote(
                 client,
@@ -242,88 +233,3 @@ def promote_version(
             )  # fmt: skip
         )
     return PromotionResult(str(version), True, outcome, entries)
-
-
-def registry_status(plan: Plan, *, client: Any = None, tail: int = 10) -> dict[str, Any]:
-    """Where the model stands: champion, challenger, the latest gate verdicts and the ledger's tail.
-
-    Args:
-        plan: the plan (model name and aliases).
-        client: an ``MlflowClient``; None for one on the environment's URIs.
-        tail: how many recent verdicts and ledger entries.
-
-    Returns:
-        ``{"model", "champion", "challenger", "verdicts": [{version, passed, report}], "ledger": [...]}``.
-    """
-    client = _client(client)
-    name = plan.deploy.model_name
-    versions = client.search_model_versions(f"name = '{name}'")  # [] for a model never registered
-    verdicts = [
-        {
-            "version": str(v.version),
-            "passed": v.tags[registry.GATE_PASSED_TAG] == "true",
-            "report": v.tags.get(registry.GATE_REPORT_TAG),
-        }
-        for v in sorted(versions, key=lambda v: int(v.version), reverse=True)
-        if registry.GATE_PASSED_TAG in v.tags
-    ]
-    return {
-        "model": name,
-        "versions": len(versions),
-        "champion": registry.alias_version(name, plan.deploy.alias, client=client),
-        "challenger": registry.alias_version(name, plan.deploy.challenger_alias, client=client),
-        "verdicts": verdicts[:tail],
-        "ledger": [entry.__dict__ for entry in registry.read_ledger(name, client=client)[-tail:]],
-    }
-
-
-def load_test_split(root: Path) -> Dataset:
-    """The prepared test split under ``root``; a clear error when the data stages have not run."""
-    from data.dataset import PREPARED_DIR
-
-    folder = root / PREPARED_DIR
-    if not (folder / "test.npz").is_file():
-        raise FileNotFoundError(
-            f"Expected the prepared test split at {folder / 'test.npz'}. Received: no such file "
-            "(run `lifecycle run` or `dvc repro prepare` first)."
-        )
-    return Dataset.load(folder, "test")
-
-
-def promote_candidate(plan: Plan, root: Path, *, client: Any = None) -> PromotionResult:
-    """The lifecycle flow's gate step: the version the train stage registered (``artifacts/train.json``),
-    judged with the evaluate stage's files (``reports/metrics.json``, ``reports/predictions_test.npz``),
-    promoted when it passes.
-
-    Args:
-        plan: the plan.
-        root: the project root.
-        client: an ``MlflowClient``; None for one on the environment's URIs.
-
-    Returns:
-        The promotion result (``moved`` False when the gate failed; nothing moved then).
-
-    Raises:
-        GateError: the stage files disagree (another model, other test rows).
-    """
-    import json
-
-    from .evaluate import read_predictions
-
-    record = json.loads((root / "artifacts/train.json").read_text())
-    version = str(record["version"])
-    if record.get("model_name", plan.deploy.model_name) != plan.deploy.model_name:
-        raise GateError(
-            f"Expected artifacts/train.json for {plan.deploy.model_name}. Received {record['model_name']}."
-        )
-    test = load_test_split(root)
-    metrics = json.loads((root / "reports/metrics.json").read_text())
-    outputs, _, sample_ids = read_predictions(root / "reports/predictions_test.npz")
-    if sample_ids.tolist() != test.sample_ids.astype(str).tolist():
-        raise GateError(
-            "Expected reports/predictions_test.npz on the rows of data/prepared/test.npz. "
-            "Received other rows (re-run `dvc repro evaluate`)."
-        )
-    return promote_version(
-        plan, version, test, reports_dir=root / "reports", client=client, evaluation=(metrics, outputs)
-    )

@@ -5,13 +5,11 @@ that passed the gate gets ``challenger`` (plan.deploy.challenger_alias). Every a
 ``move_alias``, which appends one entry to the promotion ledger kept in the registry itself, as tags of the
 registered model (``models.ledger``); it lives in the MLflow DB, so it survives restarts.
 
-The tracking/registry URIs come from the environment (``Settings.apply_environment``); ``client=None``
-means ``mlflow.MlflowClient()`` against them.
+Every function takes the project's ``MlflowClient`` first (``models.client.tracking_client``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,13 +20,8 @@ import numpy as np
 from data.dataset import DatasetMeta
 
 from .ledger import LedgerEntry, champion_history, entries_from_tags, next_entry
-
-# Must match models.tracking (checked by a test); not imported from there to keep this module light.
-KERAS_FILE_IN_MODEL = "data/model.keras"
-DATASET_META_ARTIFACT = "dataset_meta.json"
-SHA256_TAG = "model_sha256"
-GATE_PASSED_TAG = "gate.passed"
-GATE_REPORT_TAG = "gate.report"
+from .lineage import file_sha256
+from .names import DATASET_META_ARTIFACT, KERAS_FILE_IN_MODEL, SHA256_TAG
 
 
 class RegistryError(RuntimeError):
@@ -67,26 +60,18 @@ class ResolvedModel:
     metrics: dict[str, float]
 
 
-def _client(client: Any) -> Any:
-    if client is not None:
-        return client
-    import mlflow
-
-    return mlflow.MlflowClient()
-
-
 def _not_found(error: Exception) -> bool:
     code = getattr(error, "error_code", "")
     return code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE") or "not found" in str(error).lower()
 
 
-def alias_version(name: str, alias: str = "champion", *, client: Any = None) -> str | None:
+def alias_version(client: Any, name: str, alias: str = "champion") -> str | None:
     """The version an alias points at, or None (no such model or alias). One registry query; for polling.
 
     Args:
+        client: the project's ``MlflowClient``.
         name: registered model name.
         alias: alias name.
-        client: an ``MlflowClient``; None for one on the environment's URIs.
 
     Returns:
         The version as a string, or None.
@@ -94,7 +79,7 @@ def alias_version(name: str, alias: str = "champion", *, client: Any = None) -> 
     from mlflow.exceptions import MlflowException
 
     try:
-        model = _client(client).get_registered_model(name)
+        model = client.get_registered_model(name)
     except MlflowException as error:
         if _not_found(error):
             return None
@@ -108,7 +93,7 @@ def get_version(client: Any, name: str, version: str) -> Any:
     from mlflow.exceptions import MlflowException
 
     try:
-        return _client(client).get_model_version(name, str(version))
+        return client.get_model_version(name, str(version))
     except MlflowException as error:
         if _not_found(error):
             raise ModelNotFoundError(
@@ -118,20 +103,20 @@ def get_version(client: Any, name: str, version: str) -> Any:
 
 
 def resolve_model(
+    client: Any,
     name: str,
     alias: str = "champion",
     *,
     version: str | None = None,
-    client: Any = None,
     dst: Path | None = None,
 ) -> ResolvedModel:
     """Download a registered version's ``.keras`` file, verify its sha256, and gather what goes with it.
 
     Args:
+        client: the project's ``MlflowClient``.
         name: registered model name.
         alias: alias to resolve (ignored when ``version`` is given).
         version: an explicit version instead of the alias.
-        client: an ``MlflowClient``; None for one on the environment's URIs.
         dst: directory to download the model into; None for a new temporary directory (kept: the caller
             owns the file).
 
@@ -145,9 +130,8 @@ def resolve_model(
     import mlflow
     from mlflow.models import Model
 
-    client = _client(client)
     if version is None:
-        version = alias_version(name, alias, client=client)
+        version = alias_version(client, name, alias)
         if version is None:
             raise ModelNotFoundError(
                 f"Expected model {name!r} to have alias {alias!r}. Received: no such alias."
@@ -161,7 +145,11 @@ def resolve_model(
     dst = Path(dst) if dst is not None else Path(tempfile.mkdtemp(prefix=f"{name}-v{version}-"))
     dst.mkdir(parents=True, exist_ok=True)
     source = client.get_model_version_download_uri(name, str(version))
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst)))
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=source, dst_path=str(dst), tracking_uri=client.tracking_uri
+        )
+    )
     model_path = local / KERAS_FILE_IN_MODEL
     if not model_path.is_file():
         raise ModelIntegrityError(
@@ -175,9 +163,7 @@ def resolve_model(
             f"{name} v{version}: {model_path} has sha256 {sha256}, expected {expected} "
             f"(tag {SHA256_TAG}); the stored artifact changed after registration."
         )
-    meta_file = mlflow.artifacts.download_artifacts(
-        run_id=run_id, artifact_path=DATASET_META_ARTIFACT, dst_path=str(dst)
-    )
+    meta_file = client.download_artifacts(run_id, DATASET_META_ARTIFACT, str(dst))
     meta = DatasetMeta.from_json(Path(meta_file).read_text())
     example: Any = None
     if (local / "MLmodel").is_file():
@@ -198,21 +184,12 @@ def resolve_model(
     )
 
 
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def read_ledger(name: str, *, client: Any = None) -> list[LedgerEntry]:
+def read_ledger(client: Any, name: str) -> list[LedgerEntry]:
     """Every alias move of a registered model, oldest first.
 
     Args:
+        client: the project's ``MlflowClient``.
         name: registered model name.
-        client: an ``MlflowClient``; None for one on the environment's URIs.
 
     Returns:
         The ledger entries ([] for a model never moved, or not registered).
@@ -220,7 +197,7 @@ def read_ledger(name: str, *, client: Any = None) -> list[LedgerEntry]:
     from mlflow.exceptions import MlflowException
 
     try:
-        return entries_from_tags(_client(client).get_registered_model(name).tags)
+        return entries_from_tags(client.get_registered_model(name).tags)
     except MlflowException as error:
         if _not_found(error):
             return []
@@ -228,6 +205,7 @@ def read_ledger(name: str, *, client: Any = None) -> list[LedgerEntry]:
 
 
 def move_alias(
+    client: Any,
     name: str,
     alias: str,
     version: str,
@@ -236,11 +214,11 @@ def move_alias(
     reason: str,
     report_ref: str | None = None,
     forced: bool = False,
-    client: Any = None,
 ) -> LedgerEntry:
     """Point ``alias`` at ``version`` and append the move to the ledger. The one place aliases move.
 
     Args:
+        client: the project's ``MlflowClient``.
         name: registered model name.
         alias: the alias to move.
         version: the version it should point at (must exist).
@@ -248,17 +226,15 @@ def move_alias(
         reason: why, in words (kept in the ledger).
         report_ref: where the gate verdict behind the move is (file path or MLflow URI), if any.
         forced: the move skipped the gate.
-        client: an ``MlflowClient``; None for one on the environment's URIs.
 
     Returns:
         The ledger entry written.
     """
-    client = _client(client)
     get_version(client, name, version)
-    previous = alias_version(name, alias, client=client)
+    previous = alias_version(client, name, alias)
     client.set_registered_model_alias(name, alias, str(version))
     entry = next_entry(
-        read_ledger(name, client=client), alias=alias, version=str(version), previous_version=previous,
+        read_ledger(client, name), alias=alias, version=str(version), previous_version=previous,
         action=action, reason=reason, report_ref=report_ref, forced=forced,
     )  # fmt: skip
     client.set_registered_model_tag(name, entry.tag_key, entry.to_json())
@@ -279,7 +255,7 @@ def promote(
     """Move ``alias`` (the champion) to ``version``: only with a passing verdict, or forced with a reason.
 
     Args:
-        client: an ``MlflowClient``; None for one on the environment's URIs.
+        client: the project's ``MlflowClient``.
         name: registered model name.
         version: the version to promote.
         verdict: the gate's verdict on that version (``.passed``); None when there is none.
@@ -315,8 +291,8 @@ def promote(
                 f"{alias!r} was not moved."
             )
     return move_alias(
-        name, alias, version, action="promote", reason=reason or "gate passed",
-        report_ref=report_ref, forced=force, client=client,
+        client, name, alias, version, action="promote", reason=reason or "gate passed",
+        report_ref=report_ref, forced=force,
     )  # fmt: skip
 
 
@@ -339,13 +315,7 @@ def mark_challenger(
             f"{name} v{version}: only a candidate that passed the gate becomes {alias!r}."
         )
     return move_alias(
-        name,
-        alias,
-        version,
-        action="challenger",
-        reason="passed the gate",
-        report_ref=report_ref,
-        client=client,
+        client, name, alias, version, action="challenger", reason="passed the gate", report_ref=report_ref
     )
 
 
@@ -357,10 +327,10 @@ def rollback(client: Any, name: str, *, reason: str = "rollback", alias: str = "
     Raises:
         RegistryError: the ledger holds no earlier champion.
     """
-    stack = champion_history(read_ledger(name, client=client), alias)
+    stack = champion_history(read_ledger(client, name), alias)
     if len(stack) < 2:
         raise RegistryError(
             f"{name}: expected an earlier {alias!r} in the promotion ledger to roll back to. "
             f"Received: {len(stack)} standing promotion(s)."
         )
-    return move_alias(name, alias, stack[-2], action="rollback", reason=reason, client=client)
+    return move_alias(client, name, alias, stack[-2], action="rollback", reason=reason)

@@ -11,15 +11,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import yaml
 
+from config.plan import Plan
 from data.dataset import DatasetMeta
-from pipeline.plan import Plan
+
+from .names import DATASET_META_ARTIFACT
 
 if TYPE_CHECKING:
     import keras
 
     from .train import TrainResult
-
-DATASET_META_ARTIFACT = "dataset_meta.json"
 
 
 def history_rows(history: Mapping[str, list[float]]) -> list[dict[str, float]]:

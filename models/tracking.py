@@ -1,7 +1,7 @@
 """Everything MLflow for a training run: params, per-epoch metrics, artifacts, the model, lineage, a version.
 
-The tracking and registry URIs come from the environment (``Settings.apply_environment``); nothing here
-reads settings or sets URIs. ``log_training_run`` is the one entry point the stage calls.
+Every call goes through the client passed in (``models.client``); nothing here reads settings or the
+environment. ``log_training_run`` is the one entry point the train stage calls.
 """
 
 from __future__ import annotations
@@ -19,19 +19,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from config.plan import Plan
 from data.dataset import DatasetMeta
-from pipeline.plan import Plan
 
 from .lineage import file_sha256, lineage_tags
-from .run_artifacts import DATASET_META_ARTIFACT, write_run_artifacts
-
-__all__ = ["DATASET_META_ARTIFACT", "TrainedVersion", "log_training_run", "ui_server_command"]
+from .names import DATA_MD5_TAG, KERAS_FILE_IN_MODEL, MODEL_ARTIFACT, SHA256_TAG
+from .run_artifacts import write_run_artifacts
 
 if TYPE_CHECKING:  # keras (and TensorFlow) load only when a run is logged: `lifecycle ui` stays fast
+    import keras
+    from mlflow import MlflowClient
+
     from .train import TrainResult
 
-MODEL_ARTIFACT = "model"  # mlflow.keras.log_model(name=...)
-KERAS_FILE_IN_MODEL = "data/model.keras"  # where the keras flavor puts the native file
 _PARAMS_PER_BATCH = 100  # MLflow's limit per log_batch call
 _METRICS_PER_BATCH = 1000
 _PARAM_VALUE_LIMIT = 6000  # MLflow's longest param value
@@ -54,6 +54,7 @@ def log_training_run(
     result: TrainResult,
     meta: DatasetMeta,
     *,
+    client: MlflowClient,
     plan_path: Path | None,
     root: Path,
     input_example: np.ndarray,
@@ -66,84 +67,125 @@ def log_training_run(
         plan: the plan the model was trained from.
         result: what ``train_model`` returned (the model and its history).
         meta: the prepared dataset's meta, logged as ``dataset_meta.json``.
+        client: the project's MLflow client (``models.client.tracking_client``).
         plan_path: the plan file, logged as an artifact; None logs the validated plan as ``plan.yaml``.
         root: the project root: git and ``dvc.lock`` are read from here.
         input_example: a few raw input rows, stored with the model (and used for its signature).
-        artifact_location: artifact root URI for a new experiment (e.g. ``Settings.resolved_artifacts_dir``
-            as a ``file://`` URI); ignored when the experiment exists.
+        artifact_location: artifact root URI for a new experiment (``models.client.artifact_location``);
+            ignored when the experiment exists.
         model_dst: where to copy the registered ``.keras`` file (byte-identical, same sha256).
 
     Returns:
         The run id, the version of ``plan.deploy.model_name`` and the model file's sha256.
     """
     import keras
-    import mlflow
-    from mlflow.entities import Metric, Param
+    from mlflow.entities import LoggedModelOutput, Metric, Param, RunStatus
     from mlflow.models import infer_signature
 
-    client = mlflow.MlflowClient()
-    experiment_id = ensure_experiment(plan.project.name, artifact_location)
+    experiment_id = ensure_experiment(client, plan.project.name, artifact_location)
     lineage = lineage_tags(plan, root, result.accelerator)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{plan.deploy.model_name}") as run:
-        run_id = run.info.run_id
+    tags = {**lineage, "stopped_by": result.stopped_by, "model_name": plan.deploy.model_name}
+    run = client.create_run(experiment_id, run_name=f"train-{plan.deploy.model_name}", tags=tags)
+    run_id = run.info.run_id
+    try:
         flat = flatten_params(plan.model_dump(mode="json"))
         params = [Param(key, value[:_PARAM_VALUE_LIMIT]) for key, value in flat.items()]
         for start in range(0, len(params), _PARAMS_PER_BATCH):
             client.log_batch(run_id, params=params[start : start + _PARAMS_PER_BATCH])
-        metrics = epoch_metrics(result.history, timestamp_ms=int(time.time() * 1000))
-        metrics += [
-            Metric(key, value, int(time.time() * 1000), 0) for key, value in final_metrics(result).items()
-        ]
+        now_ms = int(time.time() * 1000)
+        metrics = epoch_metrics(result.history, timestamp_ms=now_ms)
+        metrics += [Metric(key, value, now_ms, 0) for key, value in final_metrics(result).items()]
         for start in range(0, len(metrics), _METRICS_PER_BATCH):  # one call unless > 1000 numbers
             client.log_batch(run_id, metrics=metrics[start : start + _METRICS_PER_BATCH])
-        mlflow.set_tags({**lineage, "stopped_by": result.stopped_by, "model_name": plan.deploy.model_name})
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             write_run_artifacts(folder, plan, plan_path, result, meta)
-            mlflow.log_artifacts(str(folder))
+            client.log_artifacts(run_id, str(folder))
         example = np.asarray(input_example, dtype="float32")
         signature = infer_signature(example, keras.ops.convert_to_numpy(result.model(example)))
-        # = mlflow.keras.log_model(...), via a flavor whose save_model works with an input example.
-        info = mlflow.models.Model.log(
-            artifact_path=None,
-            name=MODEL_ARTIFACT,
-            flavor=_KerasFlavor,
-            model=result.model,
-            signature=signature,
-            input_example=example,
-            save_exported_model=False,  # the native .keras file
-            pip_requirements=_pip_requirements(),  # skips MLflow's slow requirement inference
-        )
+        logged = client.create_logged_model(experiment_id, name=MODEL_ARTIFACT, source_run_id=run_id)
         with tempfile.TemporaryDirectory() as tmp:
-            stored = Path(
-                mlflow.artifacts.download_artifacts(
-                    artifact_uri=f"{_model_root(info)}/{KERAS_FILE_IN_MODEL}",
-                    dst_path=tmp,
-                )
-            )
-            sha256 = file_sha256(stored)
+            folder = Path(tmp) / MODEL_ARTIFACT
+            save_keras_model(result.model, folder, signature, example, run_id=run_id, logged=logged)
+            sha256 = file_sha256(folder / KERAS_FILE_IN_MODEL)
+            client.log_model_artifacts(logged.model_id, str(folder))
             if model_dst is not None:
                 model_dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(stored, model_dst)
-        mlflow.set_tag("model_sha256", sha256)
+                shutil.copyfile(folder / KERAS_FILE_IN_MODEL, model_dst)
+        client.finalize_logged_model(logged.model_id, "READY")
+        client.log_outputs(run_id, models=[LoggedModelOutput(logged.model_id, step=0)])  # the run's model
+        client.set_tag(run_id, SHA256_TAG, sha256)
         version_tags = {
-            "model_sha256": sha256,
+            SHA256_TAG: sha256,
             "run_id": run_id,
             "plan_hash": lineage["plan_hash"],
             "git_commit": lineage["git_commit"],
             "git_dirty": lineage["git_dirty"],
-            "data_md5": lineage["data_md5"],
+            DATA_MD5_TAG: lineage[DATA_MD5_TAG],
             "accelerator": result.accelerator,
         }
-        registered = mlflow.register_model(info.model_uri, plan.deploy.model_name, tags=version_tags)
+        version = register_version(client, plan.deploy.model_name, logged, run_id=run_id, tags=version_tags)
+    except BaseException:
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+        raise
+    client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
     return TrainedVersion(
         run_id=run_id,
         model_name=plan.deploy.model_name,
-        version=str(registered.version),
-        model_uri=f"models:/{plan.deploy.model_name}/{registered.version}",
+        version=version,
+        model_uri=f"models:/{plan.deploy.model_name}/{version}",
         sha256=sha256,
         model_path=model_dst,
     )
+
+
+def save_keras_model(
+    model: keras.Model, folder: Path, signature: Any, example: np.ndarray, *, run_id: str, logged: Any
+) -> None:
+    """Save ``model`` as an MLflow keras-flavor model folder (``MLmodel``, ``data/model.keras``, signature,
+    input example, pinned requirements) for ``logged`` (a ``LoggedModel``): the folder
+    ``mlflow.keras.log_model`` would upload."""
+    import mlflow.keras
+    from mlflow.models import Model
+
+    # mlflow 3.17.2's save_model writes the input example before it creates the folder
+    # (mlflow/mlflow#16183, open): creating it first is the whole fix.
+    folder.mkdir(parents=True)
+    mlflow.keras.save_model(
+        model,
+        str(folder),
+        mlflow_model=Model(
+            artifact_path=logged.artifact_location,
+            run_id=run_id,
+            model_uuid=logged.model_id,
+            model_id=logged.model_id,
+        ),
+        signature=signature,
+        input_example=example,
+        save_exported_model=False,  # the native .keras file
+        pip_requirements=_pip_requirements(),  # skips MLflow's slow requirement inference
+    )
+
+
+def register_version(
+    client: MlflowClient, name: str, logged: Any, *, run_id: str, tags: dict[str, str]
+) -> str:
+    """Register ``logged`` (a ``LoggedModel``) as a new version of ``name`` (created if missing); its number.
+
+    The source is the logged model's storage location, not ``models:/<model_id>``: MLflow's SQL registry
+    resolves that URI with the process-wide tracking URI, not this client's (mlflow 3.17.2,
+    ``SqlAlchemyStore.create_model_version``)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name)
+    except MlflowException as error:
+        if error.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+    version = client.create_model_version(
+        name, source=logged.artifact_location, run_id=run_id, tags=tags, model_id=logged.model_id
+    )
+    return str(version.version)
 
 
 def ui_server_command(
@@ -173,22 +215,21 @@ def ui_server_command(
     ]  # fmt: skip
 
 
-def ensure_experiment(name: str, artifact_location: str | None = None) -> str:
+def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
     """The id of experiment ``name``, created (with ``artifact_location``) when missing.
 
     Args:
+        client: the project's MLflow client.
         name: the experiment name (the plan's project name).
-        artifact_location: artifact root URI for a new experiment; None for MLflow's default.
+        artifact_location: artifact root URI for a new experiment; None lets the store (or server) decide.
 
     Returns:
         The experiment id.
     """
-    import mlflow
-
-    experiment = mlflow.get_experiment_by_name(name)
+    experiment = client.get_experiment_by_name(name)
     if experiment is not None:
-        return experiment.experiment_id
-    return mlflow.create_experiment(name, artifact_location=artifact_location)
+        return str(experiment.experiment_id)
+    return str(client.create_experiment(name, artifact_location=artifact_location))
 
 
 def flatten_params(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -236,29 +277,6 @@ def final_metrics(result: TrainResult) -> dict[str, float]:
     if result.best_epoch is not None:
         summary["best_epoch"] = float(result.best_epoch)
     return summary
-
-
-class _KerasFlavor:
-    """``mlflow.keras`` with one fix: mlflow 3.17.2's ``mlflow.keras.save_model`` writes the input example
-    before it creates the model folder, so ``mlflow.keras.log_model(..., input_example=...)`` fails with
-    FileNotFoundError (mlflow/mlflow#16183, open). Creating the folder first is the whole fix; the saved
-    model (MLmodel with the keras flavor, data/model.keras, signature, example) is what log_model makes."""
-
-    __name__ = "mlflow.keras"
-
-    @staticmethod
-    def save_model(path: str, **kwargs: Any) -> None:
-        import mlflow.keras
-
-        Path(path).mkdir(parents=True, exist_ok=True)
-        mlflow.keras.save_model(path=path, **kwargs)
-
-
-def _model_root(info: Any) -> str:
-    """The artifact URI of a logged model's files (MLflow 3 keeps them outside the run's artifacts)."""
-    import mlflow
-
-    return mlflow.MlflowClient().get_logged_model(info.model_id).artifact_location
 
 
 def _pip_requirements() -> list[str]:

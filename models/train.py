@@ -15,8 +15,8 @@ from typing import Any, TextIO
 import keras
 import numpy as np
 
+from config.plan import ResourcesSection, TrainSection
 from data.dataset import Dataset
-from pipeline.plan import ResourcesSection, TrainSection
 
 from .accelerator import Accelerator, select_accelerator
 

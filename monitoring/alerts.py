@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from pipeline.plan import AlertSinkSection
+from config.plan import AlertSinkSection
 
 log = logging.getLogger("lifecycle.monitoring.alerts")
 

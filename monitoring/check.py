@@ -8,6 +8,7 @@ feedback export when retraining is due. The retrain itself is the ``retrain`` fl
 
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
 from dataclasses import dataclass, field, replace
@@ -18,6 +19,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from config.layout import ProjectLayout
+from config.plan import Plan
+from config.settings import Settings
+from models.client import artifact_location
 from monitoring.alerts import Alert, Delivery, build_sinks, send_alert
 from monitoring.drift import DriftResult, detect_drift
 from monitoring.features import FeatureSpec, build_frame, embedding_function, fit_features, predict_outputs
@@ -25,9 +30,7 @@ from monitoring.feedback import export_feedback, export_labeling_queue, feedback
 from monitoring.policy import Action, Decision, decide, for_champion
 from monitoring.reference import load_reference
 from monitoring.report import log_summary, save_report
-from monitoring.state import load_state, save_state, state_path
-from pipeline.plan import Plan
-from pipeline.settings import Settings
+from monitoring.state import load_state, save_state
 
 log = logging.getLogger("lifecycle")
 QUEUE_SIZE = 200
@@ -69,40 +72,33 @@ class CheckOutcome:
         }
 
 
-def load_champion(plan: Plan, settings: Settings, *, client: Any = None) -> Champion:
-    """Resolve the champion, load it, and build its reference frame (features fitted on the reference)."""
-    import keras
-    import mlflow
+def load_champion(client: Any, plan: Plan, layout: ProjectLayout) -> Champion:
+    """Resolve the champion, load it, and build its reference frame (features fitted on the reference).
 
+    Args:
+        client: the project's ``MlflowClient``.
+        plan: the plan (model name, alias, monitoring section).
+        layout: the project (the DVC cache holding the champion's reference sample).
+    """
+    import keras
+
+    from models.evaluate import predict_outputs as model_outputs
+    from models.names import DATA_MD5_TAG
     from models.registry import resolve_model
 
     name = plan.deploy.model_name
-    client = client or mlflow.MlflowClient()
     with tempfile.TemporaryDirectory(prefix="monitor-") as folder:  # the model is in memory once loaded
-        resolved = resolve_model(name, plan.deploy.alias, client=client, dst=Path(folder))
+        resolved = resolve_model(client, name, plan.deploy.alias, dst=Path(folder))
         model = keras.saving.load_model(resolved.model_path)
-    data_md5 = client.get_model_version(name, resolved.version).tags.get("data_md5")
-    reference, source = load_reference(settings.root, data_md5, resolved.meta)
+    data_md5 = client.get_model_version(name, resolved.version).tags.get(DATA_MD5_TAG)
+    reference, source = load_reference(layout, data_md5, resolved.meta)
     embed = embedding_function(model) if resolved.meta.kind == "image" else None
     spec = fit_features(
         resolved.meta, reference.features, components=plan.monitoring.embedding_components, embed=embed
     )
-    outputs = predict_outputs(_caller(model), reference.features, resolved.meta.task)
+    outputs = predict_outputs(functools.partial(model_outputs, model), reference.features, resolved.meta.task)
     frame = build_frame(spec, reference.features, *outputs, embed=embed)
     return Champion(name, resolved.version, model, resolved.meta, spec, frame, source, embed)
-
-
-def _caller(model: Any, batch_size: int = 1024) -> Any:
-    import keras
-
-    def call(inputs: np.ndarray) -> np.ndarray:
-        parts = [
-            keras.ops.convert_to_numpy(model(inputs[start : start + batch_size], training=False))
-            for start in range(0, len(inputs), batch_size)
-        ]
-        return np.concatenate(parts)
-
-    return call
 
 
 def window_frame(champion: Champion, window: pd.DataFrame) -> pd.DataFrame:
@@ -119,41 +115,39 @@ def window_frame(champion: Champion, window: pd.DataFrame) -> pd.DataFrame:
 
 
 def run_check(
+    client: Any,
     plan: Plan,
     settings: Settings,
     *,
     now: datetime | None = None,
-    client: Any = None,
     champion: Champion | None = None,
 ) -> CheckOutcome:
     """One monitor check, acted on. See the module docstring.
 
     Args:
+        client: the project's ``MlflowClient`` (the champion, and where the check is logged).
         plan: the plan (monitoring policy, sinks, model name).
         settings: paths and URLs (store, var/).
         now: the check's time (default: now, UTC).
-        client: an ``MlflowClient``; None for one on the environment's URIs.
         champion: an already loaded champion (``load_champion``), to skip loading it again.
 
     Returns:
         The drift result, the decision and what was done about it.
     """
-    from serving.store import PredictionStore
+    from serving.store.reader import PredictionReader
 
     now = now or datetime.now(UTC)
     policy = plan.monitoring
-    champion = champion or load_champion(plan, settings, client=client)
-    store = PredictionStore(settings.resolved_store_url)
-    try:
-        window = store.read_window(policy.window)
-        window = window[window["model_version"].astype(str) == champion.version].reset_index(drop=True)
-        labeled_total = _labeled_count(store)
-    finally:
-        store.close()
+    layout = settings.layout
+    champion = champion or load_champion(client, plan, layout)
+    with PredictionReader(settings.resolved_store_url) as store:
+        window = store.window(policy.window)
+        labeled_total = store.labeled_count()
+    window = window[window["model_version"].astype(str) == champion.version].reset_index(drop=True)
     frame = window_frame(champion, window)
     labels = window["label"].to_numpy(dtype="float64")
     result = detect_drift(champion.reference, frame, policy, labels=labels)
-    path = state_path(settings.var_dir)
+    path = layout.monitor_state
     state = load_state(path)
     new_labels = max(labeled_total - state.labels_exported, 0)
     decision = decide(result, for_champion(state.policy, champion.version), policy, now, new_labels)
@@ -168,16 +162,14 @@ def run_check(
         "window_start": window["created_at"].min().isoformat() if len(window) else None,
         "window_end": window["created_at"].max().isoformat() if len(window) else None,
     }
-    files = save_report(result, settings.var_dir / "reports" / stamp, extra=context)
+    files = save_report(result, layout.monitor_reports / stamp, extra=context)
     tags = {"model_name": champion.name, "model_version": champion.version, "decision": str(decision.action)}
-    run_id = log_summary(
-        result, files, tags=tags, client=client, artifact_location=settings.resolved_artifacts_dir.as_uri()
-    )
+    run_id = log_summary(client, result, files, tags=tags, artifact_location=artifact_location(settings))
     report_dir = files["summary"].parent
     queue_dir = None
     if decision.action is Action.LABEL:
         rows = labeling_queue(window, frame, champion.reference, result, QUEUE_SIZE)
-        queue_dir = settings.var_dir / "labeling" / stamp
+        queue_dir = layout.labeling_queues / stamp
         export_labeling_queue(window, rows, champion.meta, queue_dir)
     deliveries: list[Delivery] = []
     if decision.notify:
@@ -192,16 +184,6 @@ def run_check(
     return CheckOutcome(result, decision, champion.version, report_dir, run_id, deliveries, queue_dir)
 
 
-def _labeled_count(store: Any) -> int:
-    import sqlalchemy as sa
-
-    from serving.store import feedback_table
-
-    query = sa.select(sa.func.count(sa.distinct(feedback_table.c.request_id)))
-    with store.engine.connect() as connection:
-        return int(connection.execute(query).scalar() or 0)
-
-
 def export_store_feedback(settings: Settings, meta: Any) -> Path | None:
     """Export every labeled prediction in the store to ``data/feedback`` for the data phase.
 
@@ -212,18 +194,14 @@ def export_store_feedback(settings: Settings, meta: Any) -> Path | None:
     Returns:
         The npz written, or None when the store holds no labeled prediction of that shape.
     """
-    from serving.store import PredictionStore
+    from serving.store.reader import PredictionReader
 
-    store = PredictionStore(settings.resolved_store_url)
-    try:
-        everything = store.read_window(max(store.count(), 1))
-    finally:
-        store.close()
-    shape = tuple(meta.input_shape)
-    fits = everything["features"].map(lambda x: x.shape == shape) & everything["label"].notna()
+    with PredictionReader(settings.resolved_store_url) as store:
+        labeled = store.labeled()
+    fits = labeled["features"].map(lambda x: x.shape == tuple(meta.input_shape))
     if not fits.any():
         return None
-    return export_feedback(feedback_dataset(everything[fits], meta), settings.root)
+    return export_feedback(feedback_dataset(labeled[fits], meta), settings.layout.feedback_dir)
 
 
 def _alert(

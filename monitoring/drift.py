@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from config.plan import MonitoringSection
 from monitoring.features import PREDICTED
-from pipeline.plan import MonitoringSection
 
 # Below this many labeled rows in a window, performance is noise: it is not computed.
 MIN_LABELED_FOR_PERFORMANCE = 10

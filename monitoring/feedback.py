@@ -14,12 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data.collect import FEEDBACK_DIR, FEEDBACK_NAME
+from config.layout import SAMPLES
 from data.dataset import UNLABELED, Dataset, DatasetMeta
 from monitoring.drift import DriftResult
 from monitoring.features import CONFIDENCE
 
-# Where the collect stage reads feedback from is data.collect's to say; only the id prefix is defined here.
 FEEDBACK_PREFIX = "feedback-"
 
 
@@ -27,7 +26,7 @@ def feedback_dataset(window: pd.DataFrame, meta: DatasetMeta) -> Dataset:
     """The labeled rows of a store window as a Dataset (the latest prediction per request id).
 
     Args:
-        window: ``PredictionStore.read_window`` rows (``request_id``, ``features``, ``label``).
+        window: ``PredictionReader.window`` rows (``request_id``, ``features``, ``label``).
         meta: the champion's DatasetMeta (input shape, classes).
 
     Returns:
@@ -60,9 +59,10 @@ def feedback_dataset(window: pd.DataFrame, meta: DatasetMeta) -> Dataset:
     return Dataset(features, labels, ids, meta)
 
 
-def export_feedback(dataset: Dataset, root: Path) -> Path:
-    """Write the feedback dataset to ``data/feedback/samples.npz`` (+ ``meta.json``); returns the npz path."""
-    return dataset.save(root / FEEDBACK_DIR, FEEDBACK_NAME)
+def export_feedback(dataset: Dataset, folder: Path) -> Path:
+    """Write the feedback dataset to ``folder`` (``data/feedback``) as ``samples.npz`` + ``meta.json``, for
+    the collect stage; returns the npz path."""
+    return dataset.save(folder, SAMPLES)
 
 
 def labeling_queue(

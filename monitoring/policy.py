@@ -21,8 +21,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from config.plan import MonitoringSection
 from monitoring.drift import DriftResult
-from pipeline.plan import MonitoringSection
 
 DAY = timedelta(hours=24)
 

@@ -37,32 +37,30 @@ def save_report(result: DriftResult, directory: Path, extra: dict[str, Any] | No
 
 
 def log_summary(
+    client: Any,
     result: DriftResult,
     files: dict[str, Path],
     *,
     experiment: str = MONITORING_EXPERIMENT,
     tags: dict[str, str] | None = None,
-    client: Any = None,
     artifact_location: str | None = None,
 ) -> str:
     """Log one check to MLflow: share drifted, per-feature scores, window size, performance, the reports.
 
     Args:
+        client: the project's ``MlflowClient``.
         result: the drift check.
         files: what ``save_report`` wrote (logged as artifacts under ``report/``).
         experiment: the MLflow experiment (created when missing).
         tags: run tags (model name and version, decision).
-        client: an ``MlflowClient``; None for one on the environment's URIs.
-        artifact_location: artifact root URI for the experiment when it is created (the project's
-            ``Settings.resolved_artifacts_dir``); None leaves MLflow's default, ``./mlruns`` of the cwd.
+        artifact_location: artifact root URI for the experiment when it is created
+            (``models.client.artifact_location``); None lets the store (or server) decide.
 
     Returns:
         The run id.
     """
-    import mlflow
     from mlflow.entities import Metric, RunStatus
 
-    client = client or mlflow.MlflowClient()
     found = client.get_experiment_by_name(experiment)
     experiment_id = (
         found.experiment_id

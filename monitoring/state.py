@@ -14,8 +14,6 @@ from typing import Any
 
 from monitoring.policy import PolicyState
 
-STATE_FILE = Path("monitoring/state.json")  # under var/
-
 
 @dataclass(frozen=True)
 class MonitorState:
@@ -24,11 +22,6 @@ class MonitorState:
     last_alert: dict[str, Any] | None = None  # the latest alert sent
     labels_exported: int = 0  # feedback labels in the latest retraining export
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def state_path(var_dir: Path) -> Path:
-    """Where the state lives under ``var/``."""
-    return var_dir / STATE_FILE
 
 
 def load_state(path: Path) -> MonitorState:

@@ -21,20 +21,24 @@ class OutputFile:
     detail: str = ""
 
 
-def stage_outs(root: Path, stage: str) -> list[str]:
+def stage_spec(dvc_file: Path, stage: str) -> dict[str, Any]:
+    """A stage's entry in dvc.yaml (``cmd``, ``deps``, ``params``, ``outs``, ...); {} when one is missing."""
+    if not dvc_file.is_file():
+        return {}
+    return (yaml.safe_load(dvc_file.read_text()) or {}).get("stages", {}).get(stage) or {}
+
+
+def stage_outs(dvc_file: Path, stage: str) -> list[str]:
     """The paths a stage declares in dvc.yaml (``outs``, ``metrics`` and ``plots``), in declared order.
 
     Args:
-        root: the project root, where dvc.yaml is.
+        dvc_file: the project's dvc.yaml.
         stage: the stage's name.
 
     Returns:
-        Paths relative to the root; empty when dvc.yaml or the stage is missing.
+        Paths relative to the project root; empty when dvc.yaml or the stage is missing.
     """
-    dvc_file = root / "dvc.yaml"
-    if not dvc_file.is_file():
-        return []
-    spec: dict[str, Any] = (yaml.safe_load(dvc_file.read_text()) or {}).get("stages", {}).get(stage) or {}
+    spec = stage_spec(dvc_file, stage)
     paths = []
     for key in ("outs", "metrics", "plots"):
         for entry in spec.get(key) or []:

@@ -10,7 +10,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.plan import LayerSpec, Plan
+from config.plan import LayerSpec, Plan
 
 # Rough costs of Keras `fit` on small models, measured on a 2-core CPU; an estimate, not a promise.
 STARTUP_SECONDS = 15.0

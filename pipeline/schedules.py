@@ -19,8 +19,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pipeline.plan import Plan
-from pipeline.settings import Settings
+from config.plan import Plan
+from config.settings import Settings
 
 log = logging.getLogger("lifecycle")
 
@@ -206,10 +206,10 @@ def monitoring_status(plan: Plan, settings: Settings, *, now: datetime | None = 
         ``{"last_check": {...} | None, "last_alert": {...} | None, "next_runs": {"monitor", "retrain"},
         "consecutive_drifted": int}``.
     """
-    from monitoring.state import load_state, state_path
+    from monitoring.state import load_state
 
     now = now or datetime.now(UTC)
-    state = load_state(state_path(settings.var_dir))
+    state = load_state(settings.layout.monitor_state)
     checked = (state.last_check or {}).get("time")
     last = datetime.fromisoformat(checked) if checked else None
     return {

@@ -1,55 +1,57 @@
 """The stage shells DVC calls: ``python -m pipeline.stages <stage> --plan plan.yaml``.
 
-Each shell reads the plan and its input files, calls one domain function, and writes its outputs. A stage
-that meets bad data exits with status 2 and the error (file, samples, rule) on stderr, no traceback, and
-DVC stops the pipeline there. Stages register in ``STAGES``; errors they expect, in ``EXPECTED_ERRORS``.
+Each shell reads the plan and its input files, calls one domain function, and writes its outputs (the
+paths are ``config.layout``'s, the ones dvc.yaml names). A stage that meets bad data exits with status 2
+and the error (file, samples, rule) on stderr, no traceback, and DVC stops the pipeline there.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import csv
 import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import yaml
-
-from data.dataset import LABELED_DIR, PREPARED_DIR, RAW_DIR, Dataset
-from data.sources import SourceError
+from config.layout import LABELED_DIR, PREPARED_DIR, RAW_DIR, SAMPLES, SPLITS, ProjectLayout
+from config.plan import Plan, PlanError, load_plan
+from config.settings import Settings
+from data.dataset import MissingInputError, load_stage_output
+from data.naming import SourceError
 from data.validate import DataValidationError
-from pipeline.plan import Plan, PlanError, load_plan
-from pipeline.settings import Settings
+from models.errors import AcceleratorError, ModelBuildError  # light: no Keras import
+from pipeline.outputs import stage_spec
+from pipeline.stage_files import TrainRecord, write_json
 
 log = logging.getLogger("lifecycle.stages")
 
-SAMPLES = "samples"
 LABELING_REPORT = "labeling_report.json"
 PREPARE_REPORT = "prepare_report.json"
 
 
-def collect_stage(plan: Plan, root: Path) -> None:
+def collect_stage(plan: Plan, settings: Settings) -> None:
     """Source -> ``data/raw/samples.npz`` + ``meta.json``: every sample, labels -1 where unknown."""
     from data.collect import collect
 
-    _warn_undeclared("collect", _source_paths(plan), root)
+    layout = settings.layout
+    _warn_undeclared("collect", _source_paths(plan), layout)
     file = (RAW_DIR / f"{SAMPLES}.npz").as_posix()
-    dataset = collect(plan.data, root, file)
-    dataset.save(root / RAW_DIR, SAMPLES)
+    dataset = collect(plan.data, layout, file)
+    dataset.save(layout.raw_dir, SAMPLES)
     labeled = int((dataset.labels >= 0).sum()) if plan.data.task == "classification" else len(dataset)
     log.info("collect: %d samples (%d labeled) from %s -> %s", len(dataset), labeled, plan.data.source, file)
 
 
-def label_stage(plan: Plan, root: Path) -> None:
+def label_stage(plan: Plan, settings: Settings) -> None:
     """Raw + label files -> ``data/labeled`` (labeled set, report) and the queue of unlabeled samples."""
     from data.label import label_dataset
     from data.labelfiles import export_queue, read_annotations
 
+    layout = settings.layout
     labeling = plan.data.labeling
-    queue_dir = _resolve(labeling.queue_dir, root)
-    if not _inside(queue_dir, root / LABELED_DIR):
+    queue_dir = _resolve(labeling.queue_dir, layout.root)
+    if not queue_dir.resolve().is_relative_to(layout.labeled_dir.resolve()):
         raise DataValidationError(
             "plan.yaml",
             [
@@ -60,15 +62,17 @@ def label_stage(plan: Plan, root: Path) -> None:
                 )
             ],
         )
-    _warn_undeclared("label", labeling.annotations, root)
-    annotations = [a for name in labeling.annotations for a in read_annotations(_resolve(name, root), name)]
-    raw = _load_input(root, RAW_DIR, SAMPLES, "collect")
+    _warn_undeclared("label", labeling.annotations, layout)
+    annotations = [
+        a for name in labeling.annotations for a in read_annotations(_resolve(name, layout.root), name)
+    ]
+    raw = load_stage_output(layout.raw_dir, SAMPLES, "collect", RAW_DIR.as_posix())
     file = (LABELED_DIR / f"{SAMPLES}.npz").as_posix()
     result = label_dataset(raw, annotations, plan.data, file)
-    result.labeled.save(root / LABELED_DIR, SAMPLES)
+    result.labeled.save(layout.labeled_dir, SAMPLES)
     image_dir = plan.data.source_arg if plan.data.source_kind == "images" else None
     export_queue(result.queue, queue_dir, image_dir)
-    _write_json(root / LABELED_DIR / LABELING_REPORT, result.report)
+    write_json(layout.labeled_dir / LABELING_REPORT, result.report)
     log.info(
         "label: %d labeled, %d queued for labeling in %s; %d duplicates dropped, %d ties",
         len(result.labeled),
@@ -79,80 +83,59 @@ def label_stage(plan: Plan, root: Path) -> None:
     )
 
 
-def prepare_stage(plan: Plan, root: Path) -> None:
+def prepare_stage(plan: Plan, settings: Settings) -> None:
     """Labeled -> ``data/prepared/{train,val,test,reference}.npz``, meta with scaling, prepare_report.json."""
     from data.prepare import prepare
     from data.validate import validate_dataset, validate_splits
 
-    labeled = _load_input(root, LABELED_DIR, SAMPLES, "label")
+    layout = settings.layout
+    labeled = load_stage_output(layout.labeled_dir, SAMPLES, "label", LABELED_DIR.as_posix())
     validate_dataset(labeled, plan.data, (LABELED_DIR / f"{SAMPLES}.npz").as_posix(), labeled=True)
     result = prepare(labeled, plan.data, PREPARED_DIR.as_posix())
-    validate_splits({name: result.splits[name] for name in ("train", "val", "test")}, PREPARED_DIR.as_posix())
+    validate_splits({name: result.splits[name] for name in SPLITS}, PREPARED_DIR.as_posix())
     for name, part in result.splits.items():
-        part.save(root / PREPARED_DIR, name)
-    _write_json(root / PREPARED_DIR / PREPARE_REPORT, result.report)
+        part.save(layout.prepared_dir, name)
+    write_json(layout.prepared_dir / PREPARE_REPORT, result.report)
     sizes = ", ".join(f"{name} {n}" for name, n in result.report["sizes"].items())
     log.info("prepare: %s (seed %d, scaling %s)", sizes, plan.data.split.seed, plan.data.scaling)
 
 
-StageFunction = Callable[[Plan, Path], None]
-STAGES: dict[str, StageFunction] = {
-    "collect": collect_stage,
-    "label": label_stage,
-    "prepare": prepare_stage,
-}
-
-
-class MissingInputError(FileNotFoundError):
-    """A stage's input files are not there: the stage before it has not run."""
-
-
-# Errors a stage reports as a message (exit 2) rather than a traceback.
-EXPECTED_ERRORS: list[type[Exception]] = [PlanError, SourceError, DataValidationError, MissingInputError]
-
-# --- training stages (issue 3) ---
-# Register `train` and `evaluate` here: STAGES["train"] = train_stage; EXPECTED_ERRORS.append(...)
-MODEL_FILE = Path("artifacts/model.keras")
-TRAIN_RECORD = Path("artifacts/train.json")
-TRAIN_METRICS = Path("reports/train_metrics.json")
-HISTORY_CSV = Path("reports/history.csv")
-
-
-def train_stage(plan: Plan, root: Path) -> None:
+def train_stage(plan: Plan, settings: Settings) -> None:
     """``data/prepared`` -> a trained model, logged to MLflow and registered as a new version.
 
     Writes ``artifacts/model.keras`` (the registered file, same sha256), ``artifacts/train.json``,
     ``reports/train_metrics.json`` (DVC metrics) and ``reports/history.csv`` (DVC plots, one row per epoch).
     """
-    import csv
-
     from models.build import build_model
+    from models.client import artifact_location, tracking_client
     from models.run_artifacts import history_rows
     from models.tracking import log_training_run
     from models.train import train_model
 
-    settings = Settings(root=root)
-    settings.apply_environment()
-    train, val = (Dataset.load(root / PREPARED_DIR, name) for name in ("train", "val"))
+    layout = settings.layout
+    train, val = (
+        load_stage_output(layout.prepared_dir, name, "prepare", PREPARED_DIR.as_posix())
+        for name in ("train", "val")
+    )
     result = train_model(
         lambda: build_model(plan.model, train.meta, plan.train), train, val, plan.train, plan.resources
     )
     plan_file = settings.plan_path if _is_plan_file(settings.plan_path, plan) else None
     trained = log_training_run(
-        plan, result, train.meta, plan_path=plan_file, root=root, input_example=train.features[:5],
-        artifact_location=settings.resolved_artifacts_dir.as_uri(), model_dst=root / MODEL_FILE,
+        plan, result, train.meta, client=tracking_client(settings), plan_path=plan_file, root=layout.root,
+        input_example=train.features[:5], artifact_location=artifact_location(settings),
+        model_dst=layout.model_file,
     )  # fmt: skip
-    record = {
-        "run_id": trained.run_id, "model_name": trained.model_name, "version": trained.version,
-        "model_uri": trained.model_uri, "sha256": trained.sha256, "accelerator": result.accelerator,
-        "epochs_run": result.epochs_run, "stopped_by": result.stopped_by, "best_epoch": result.best_epoch,
-        "seconds": round(result.seconds, 3), "samples_per_second": round(result.samples_per_second, 1),
-        "plan_hash": plan.digest(),
-    }  # fmt: skip
-    _write_json(root / TRAIN_RECORD, record)
-    _write_json(root / TRAIN_METRICS, {**result.final_metrics, "epochs_run": result.epochs_run})
+    TrainRecord(
+        run_id=trained.run_id, model_name=trained.model_name, version=trained.version,
+        model_uri=trained.model_uri, sha256=trained.sha256, accelerator=result.accelerator,
+        epochs_run=result.epochs_run, stopped_by=result.stopped_by, best_epoch=result.best_epoch,
+        seconds=round(result.seconds, 3), samples_per_second=round(result.samples_per_second, 1),
+        plan_hash=plan.digest(),
+    ).write(layout)  # fmt: skip
+    write_json(layout.train_metrics, {**result.final_metrics, "epochs_run": result.epochs_run})
     rows = history_rows(result.history)
-    with (root / HISTORY_CSV).open("w", newline="") as stream:
+    with layout.history_csv.open("w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=list(rows[0]) if rows else ["epoch"])
         writer.writeheader()
         writer.writerows(rows)
@@ -164,26 +147,7 @@ def train_stage(plan: Plan, root: Path) -> None:
     )  # fmt: skip
 
 
-def _is_plan_file(path: Path, plan: Plan) -> bool:
-    """Whether ``path`` holds this very plan (so the run logs the file itself, comments and all)."""
-    try:
-        return path.is_file() and load_plan(path).digest() == plan.digest()
-    except PlanError:
-        return False
-
-
-def _training_errors() -> list[type[Exception]]:
-    from models.errors import AcceleratorError, ModelBuildError  # light: no Keras import
-
-    return [ModelBuildError, AcceleratorError]
-
-
-STAGES["train"] = train_stage
-EXPECTED_ERRORS.extend(_training_errors())
-EVALUATION_DIR = Path("reports")
-
-
-def evaluate_stage(plan: Plan, root: Path) -> None:
+def evaluate_stage(plan: Plan, settings: Settings) -> None:
     """The trained model on the test split -> ``reports/metrics.json`` (DVC metrics: test metrics, latency,
     size, per_class), ``reports/confusion.csv`` (DVC plots) and ``reports/predictions_test.npz`` (the test
     outputs the gate compares with the champion's, row by row)."""
@@ -191,12 +155,13 @@ def evaluate_stage(plan: Plan, root: Path) -> None:
 
     from models.evaluate import evaluate_model, write_evaluation
 
-    test = Dataset.load(root / PREPARED_DIR, "test")
-    model = keras.saving.load_model(root / MODEL_FILE)
-    metrics, outputs = evaluate_model(model, test, root / MODEL_FILE)
+    layout = settings.layout
+    test = load_stage_output(layout.prepared_dir, "test", "prepare", PREPARED_DIR.as_posix())
+    model = keras.saving.load_model(layout.model_file)
+    metrics, outputs = evaluate_model(model, test, layout.model_file)
     classes = test.meta.classes if test.meta.task == "classification" else []
     write_evaluation(
-        root / EVALUATION_DIR, metrics, classes=classes, y_true=test.labels, outputs=outputs,
+        layout.reports_dir, metrics, classes=classes, y_true=test.labels, outputs=outputs,
         sample_ids=test.sample_ids,
     )  # fmt: skip
     headline = {k: round(v, 4) for k, v in metrics.items() if k in ("accuracy", "macro_f1", "mae", "mse")}
@@ -206,24 +171,31 @@ def evaluate_stage(plan: Plan, root: Path) -> None:
     )  # fmt: skip
 
 
-STAGES["evaluate"] = evaluate_stage
-# --- end of training stages ---
+StageFunction = Callable[[Plan, Settings], None]
+STAGES: dict[str, StageFunction] = {
+    "collect": collect_stage,
+    "label": label_stage,
+    "prepare": prepare_stage,
+    "train": train_stage,
+    "evaluate": evaluate_stage,
+}
+# Errors a stage reports as a message (exit 2) rather than a traceback.
+EXPECTED_ERRORS = (
+    PlanError,
+    SourceError,
+    DataValidationError,
+    MissingInputError,
+    ModelBuildError,
+    AcceleratorError,
+)
 
 
-def _load_input(root: Path, directory: Path, name: str, producer: str) -> Dataset:
-    missing = [
-        p.as_posix() for p in (directory / f"{name}.npz", directory / "meta.json") if not (root / p).is_file()
-    ]
-    if missing:
-        raise MissingInputError(
-            f"{', '.join(missing)} not found: run the {producer} stage first (dvc repro {producer})"
-        )
-    return Dataset.load(root / directory, name)
-
-
-def _write_json(path: Path, content: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
+def _is_plan_file(path: Path, plan: Plan) -> bool:
+    """Whether ``path`` holds this very plan (so the run logs the file itself, comments and all)."""
+    try:
+        return path.is_file() and load_plan(path).digest() == plan.digest()
+    except PlanError:
+        return False
 
 
 def _resolve(path: str, root: Path) -> Path:
@@ -231,23 +203,20 @@ def _resolve(path: str, root: Path) -> Path:
     return candidate if candidate.is_absolute() else root / candidate
 
 
-def _inside(path: Path, directory: Path) -> bool:
-    return path.resolve().is_relative_to(directory.resolve())
-
-
 def _source_paths(plan: Plan) -> list[str]:
     return [plan.data.source_arg] if plan.data.source_kind in ("images", "table") else []
 
 
-def _warn_undeclared(stage: str, paths: list[str], root: Path) -> None:
+def _warn_undeclared(stage: str, paths: list[str], layout: ProjectLayout) -> None:
     """Warn about inputs a stage reads that dvc.yaml doesn't list: DVC won't re-run it when they change."""
-    dvc_file = root / "dvc.yaml"
-    if not paths or not dvc_file.is_file():
+    if not paths or not layout.dvc_file.is_file():
         return
-    spec = (yaml.safe_load(dvc_file.read_text()) or {}).get("stages", {}).get(stage) or {}
-    deps = [_resolve(str(dep), root).resolve() for dep in spec.get("deps") or []]
+    deps = [
+        _resolve(str(dep), layout.root).resolve()
+        for dep in stage_spec(layout.dvc_file, stage).get("deps") or []
+    ]
     for path in paths:
-        target = _resolve(path, root).resolve()
+        target = _resolve(path, layout.root).resolve()
         if not any(target == dep or target.is_relative_to(dep) for dep in deps):
             log.warning(
                 "%s reads %s, which dvc.yaml does not list under stages.%s.deps: DVC won't re-run %s when it "
@@ -270,11 +239,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plan", default="plan.yaml", help="the plan file (default: plan.yaml)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
-    root = Settings().root
+    settings = Settings()
+    settings.apply_environment()
     try:
-        plan = load_plan(_resolve(args.plan, root))
-        STAGES[args.stage](plan, root)
-    except tuple(EXPECTED_ERRORS) as error:
+        plan = load_plan(_resolve(args.plan, settings.root))
+        STAGES[args.stage](plan, settings)
+    except EXPECTED_ERRORS as error:
         print(f"stage {args.stage} failed:\n{error}", file=sys.stderr)
         return 2
     return 0

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from pipeline.plan import (
+from config.plan import (
     DataSection,
     LabelingSection,
     ModelSection,
@@ -24,8 +24,8 @@ from pipeline.plan import (
     ResourcesSection,
     SuccessSection,
 )
+from config.settings import Settings
 from pipeline.resources import STARTUP_SECONDS, GpuReport, detect_gpus, estimate_training_seconds
-from pipeline.settings import Settings
 
 if TYPE_CHECKING:
     from data.dataset import Dataset

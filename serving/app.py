@@ -14,21 +14,21 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from pipeline.plan import Plan, load_plan
-from pipeline.settings import Settings
-from serving.batcher import ModelCaller
+from config.layout import REFERENCE, ProjectLayout
+from config.plan import Plan, load_plan
+from config.settings import Settings
 from serving.inputs import InputError
 from serving.metrics import ServiceMetrics
 from serving.predictor import Predictor, RegistrySource, load_served_model, parse_model_uri
 from serving.service import Service
-from serving.store import PredictionStore
+from serving.store.reader import PredictionReader
+from serving.store.writer import PredictionWriter
 
 log = logging.getLogger("lifecycle.serving")
 
@@ -42,22 +42,30 @@ def default_predictor(settings: Settings, plan: Plan) -> Predictor:
     The trained input range comes from the project's reference sample (``data/prepared/reference.npz``)
     when it matches the model, else from the model's own dataset meta.
     """
+    from models.client import tracking_client
+
     uri = settings.model_uri or f"models:/{plan.deploy.model_name}@{plan.deploy.alias}"
     name, alias, version = parse_model_uri(uri)
-    source = RegistrySource(name, alias=alias, version=version, download_dir=settings.var_dir / "serving")
+    source = RegistrySource(
+        tracking_client(settings),
+        name,
+        alias=alias,
+        version=version,
+        download_dir=settings.layout.serving_downloads,
+    )
     loader = partial(
         load_served_model,
         backend=plan.deploy.backend,
-        reference=_reference_features(settings.root),
+        reference=_reference_features(settings.layout),
         range_tolerance=plan.deploy.range_tolerance,
     )
     return Predictor(source, loader, max_batch_size=plan.deploy.max_batch_size)
 
 
-def _reference_features(root: Path) -> Any:
-    from data.dataset import PREPARED_DIR, REFERENCE, Dataset
+def _reference_features(layout: ProjectLayout) -> Any:
+    from data.dataset import Dataset
 
-    directory = root / PREPARED_DIR
+    directory = layout.prepared_dir
     if not (directory / f"{REFERENCE}.npz").is_file():
         return None
     try:
@@ -84,25 +92,24 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        settings.apply_environment()
         chosen = plan if plan is not None else load_plan(settings.plan_path)
         factory = predictor_factory or default_predictor
         service = Service(
             settings=settings,
             predictor=factory(settings, chosen),
-            store=PredictionStore(
+            writer=PredictionWriter(
                 settings.resolved_store_url,
+                transport=settings.store_writer,
                 queue_size=settings.store_queue_size,
-                writer=settings.store_writer,
             ),
+            reader=PredictionReader(settings.resolved_store_url),
             metrics=ServiceMetrics(),
             executor=ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="store"),
-            caller=ModelCaller(
-                max_rows=chosen.deploy.batch_max_rows, max_wait_ms=chosen.deploy.batch_wait_ms
-            ),
+            max_rows=chosen.deploy.batch_max_rows,
+            max_wait_ms=chosen.deploy.batch_wait_ms,
         )
         app.state.service = service
-        service.metrics.track_store(lambda: service.store.pending)
+        service.metrics.track_store(lambda: service.writer.pending)
         service.metrics.track_caller(service.caller)
         await service.reload()
         poller = asyncio.create_task(_poll(service, settings.poll_seconds))
@@ -218,14 +225,16 @@ class _TooLarge(Exception):
 
 def app_from_environment() -> FastAPI:
     """``create_app(Settings())``: the factory uvicorn imports (``--factory``), in every worker process."""
-    return create_app(Settings())
+    settings = Settings()
+    settings.apply_environment()
+    return create_app(settings)
 
 
-def serve(settings: Settings, *, host: str, port: int, workers: int, log_level: str = "warning") -> None:
-    """Run the service with uvicorn (uvloop + httptools) until SIGINT/SIGTERM, then drain and stop.
+def serve(*, host: str, port: int, workers: int, log_level: str = "warning") -> None:
+    """Run the service with uvicorn (uvloop + httptools) until SIGINT/SIGTERM, then drain and stop. Each
+    worker builds its Settings from the environment (``app_from_environment``).
 
     Args:
-        settings: only used to check the settings load here; each worker builds its own from the environment.
         host: interface to bind (127.0.0.1 by default: put a load balancer or proxy in front for more).
         port: TCP port.
         workers: uvicorn worker processes (each loads the model; scale the store to PostgreSQL for several).
@@ -233,7 +242,6 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, log_level: 
     """
     import uvicorn
 
-    del settings  # the workers read the same LIFECYCLE_* environment
     uvicorn.run(
         "serving.app:app_from_environment",
         factory=True,

@@ -9,17 +9,32 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import Any
+from dataclasses import dataclass
 
-from pipeline.plan import Plan
-from pipeline.settings import Settings
+from config.plan import Plan
+from config.settings import Settings
 
 
 class DeployCheckError(RuntimeError):
     """The served champion could not answer the sample request; the message says what it answered."""
 
 
-def check_deployment(settings: Settings, plan: Plan, *, split: str = "test") -> dict[str, Any]:
+@dataclass(frozen=True)
+class DeployCheck:
+    """What the served champion answered to one held-out sample."""
+
+    model_version: str
+    backend: str  # "onnx" or "keras"
+    request_id: str
+    sample_id: str
+    predicted: int | float  # class id, or the value for regression
+    label: str | None  # the predicted class's name (None for regression)
+    true_label: int | float
+    seconds_to_ready: float
+    latency_ms: float
+
+
+def check_deployment(settings: Settings, plan: Plan, *, split: str = "test") -> DeployCheck:
     """Start the service on the champion, send one sample of the prepared ``split``, return what came back.
 
     Args:
@@ -28,8 +43,7 @@ def check_deployment(settings: Settings, plan: Plan, *, split: str = "test") -> 
         split: the prepared split the sample is taken from.
 
     Returns:
-        ``{"model_version", "backend", "request_id", "sample_id", "predicted", "label", "true_label",
-        "seconds_to_ready", "latency_ms"}``.
+        The version and backend that answered, the answer and the sample's true label, and the timings.
 
     Raises:
         DeployCheckError: the service did not become ready or did not answer 200.
@@ -38,10 +52,10 @@ def check_deployment(settings: Settings, plan: Plan, *, split: str = "test") -> 
         warnings.simplefilter("ignore")
         from fastapi.testclient import TestClient
 
-    from data.dataset import PREPARED_DIR, Dataset
+    from data.dataset import Dataset
     from serving.app import create_app
 
-    dataset = Dataset.load(settings.root / PREPARED_DIR, split)
+    dataset = Dataset.load(settings.layout.prepared_dir, split)
     instance, sample_id = dataset.features[0], str(dataset.sample_ids[0])
     headers = {}
     if settings.api_key is not None:
@@ -64,14 +78,14 @@ def check_deployment(settings: Settings, plan: Plan, *, split: str = "test") -> 
     answer = body["predictions"][0]
     regression = dataset.meta.task == "regression"
     true_label = float(dataset.labels[0]) if regression else int(dataset.labels[0])
-    return {
-        "model_version": body["model_version"],
-        "backend": backend,
-        "request_id": body["request_id"],
-        "sample_id": sample_id,
-        "predicted": answer["value"] if regression else answer["class_id"],
-        "label": None if regression else answer["label"],
-        "true_label": true_label,
-        "seconds_to_ready": round(seconds_to_ready, 2),
-        "latency_ms": round(latency_ms, 2),
-    }
+    return DeployCheck(
+        model_version=body["model_version"],
+        backend=backend,
+        request_id=body["request_id"],
+        sample_id=sample_id,
+        predicted=answer["value"] if regression else answer["class_id"],
+        label=None if regression else answer["label"],
+        true_label=true_label,
+        seconds_to_ready=round(seconds_to_ready, 2),
+        latency_ms=round(latency_ms, 2),
+    )

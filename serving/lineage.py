@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from serving.store import PredictionStore
+from serving.store.reader import PredictionReader
 
 
 class LineageError(LookupError):
@@ -47,13 +47,13 @@ class Lineage:
         ]  # fmt: skip
 
 
-def trace_prediction(request_id: str, store: PredictionStore, *, client: Any = None) -> Lineage:
+def trace_prediction(client: Any, request_id: str, store: PredictionReader) -> Lineage:
     """Follow one prediction back through the registry and the run that trained its model.
 
     Args:
+        client: the project's ``MlflowClient``.
         request_id: the prediction's ``request_id`` (from the response).
         store: the prediction store it was logged to.
-        client: an ``MlflowClient``; None for one on the environment's URIs.
 
     Returns:
         The chain.
@@ -61,13 +61,11 @@ def trace_prediction(request_id: str, store: PredictionStore, *, client: Any = N
     Raises:
         LineageError: no such prediction, or its model version / run is gone from the registry.
     """
-    import mlflow
     from mlflow.exceptions import MlflowException
 
     found = store.find(request_id)
     if found is None:
         raise LineageError(f"request_id {request_id!r}: no such prediction in {store.url}")
-    client = client or mlflow.MlflowClient()
     name, version = found["model_name"], found["model_version"]
     try:
         model_version = client.get_model_version(name, version)

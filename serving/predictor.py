@@ -90,7 +90,7 @@ def load_served_model(
     """
     import keras
 
-    from models.registry import file_sha256
+    from models.lineage import file_sha256
 
     if backend not in BACKENDS:
         raise ModelLoadError(f"Expected a backend in {BACKENDS}. Received: {backend!r}.")
@@ -129,35 +129,6 @@ def load_served_model(
     )
 
 
-def _direct_run(session: Any, input_name: str, example: np.ndarray) -> Callable[[dict], list]:
-    """ONNX Runtime's run for the first output, skipping the Python wrapper's per-call checks when it can.
-
-    ``InferenceSession.run`` re-validates the input names, the ownership of the inputs and the graph-capture
-    mode, and lists the output names, on every call: ~1.6 us of a ~5.8 us call on this model in a tight loop,
-    and more cache-cold in the service. The inputs here are always the one float32 batch the service built,
-    so the binding underneath (``session._sess.run``) is called directly, once it has answered the example
-    exactly as the public call does; otherwise (another ORT version) the public call is used.
-    """
-    output_names = [session.get_outputs()[0].name]
-    public = session.run
-
-    def checked(feed: dict) -> list:
-        return public(output_names, feed)
-
-    inner = getattr(getattr(session, "_sess", None), "run", None)
-    if inner is None:
-        return checked
-
-    def direct(feed: dict) -> list:
-        return inner(output_names, feed, None)
-
-    try:
-        same = np.array_equal(direct({input_name: example})[0], checked({input_name: example})[0])
-    except Exception:  # noqa: BLE001 - an ORT whose binding differs: the public call it is
-        same = False
-    return direct if same else checked
-
-
 def _runner(
     model: Any, backend: str, work_dir: Path, example: np.ndarray, expected: np.ndarray
 ) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
@@ -168,10 +139,10 @@ def _runner(
             session = onnx_session(export_onnx(model, work_dir / "model.onnx"))
             check_onnx_matches(session, expected, example)
             input_name = session.get_inputs()[0].name
-            run = _direct_run(session, input_name, example)
+            output_names = [session.get_outputs()[0].name]
 
             def call_onnx(batch: np.ndarray) -> np.ndarray:
-                return run({input_name: batch})[0]
+                return session.run(output_names, {input_name: batch})[0]
 
             return call_onnx, "onnx"
         except Exception as error:  # noqa: BLE001 - export, ORT load or the output check: fall back
@@ -186,58 +157,6 @@ def _runner(
             return np.asarray(predict_on_batch(batch))
 
     return call_keras, "keras"
-
-
-def format_outputs(
-    outputs: np.ndarray, meta: DatasetMeta, request_ids: list[str]
-) -> tuple[list[dict[str, Any]], Any, Any]:
-    """The answer per instance, and what the store keeps of it.
-
-    Returns:
-        (items, predicted, confidence): per instance a dict with class id, label, confidence, probabilities
-        and request id (classification) or value and request id (regression); the predicted class ids (or
-        values); the confidences (None for regression), as arrays or lists. Numbers in the items stay
-        float32 (numpy) so the JSON shows them at the model's precision.
-    """
-    count = len(outputs)
-    if meta.task == "regression":
-        values = outputs.reshape(count, -1)[:, 0]
-        items = [
-            {"value": value, "request_id": request_id}
-            for value, request_id in zip(values, request_ids, strict=True)
-        ]
-        return items, values, None
-    probabilities = outputs.reshape(count, -1)
-    if probabilities.shape[1] == 1:  # one sigmoid unit: P(class 1)
-        probabilities = np.concatenate([1 - probabilities, probabilities], axis=1)
-    classes = meta.classes
-    if count == 1:  # the common request: scalar steps, a third of the vectorized path's cost
-        row = probabilities[0]
-        class_id = int(row.argmax())
-        probability = row[class_id]
-        item = {
-            "class_id": class_id,
-            "label": classes[class_id] if class_id < len(classes) else str(class_id),
-            "confidence": probability,
-            "probabilities": row,
-            "request_id": request_ids[0],
-        }
-        return [item], [class_id], [float(probability)]
-    class_ids = probabilities.argmax(axis=1)
-    confidence = probabilities[np.arange(count), class_ids]
-    items = [
-        {
-            "class_id": class_id,
-            "label": classes[class_id] if class_id < len(classes) else str(class_id),
-            "confidence": probability,
-            "probabilities": row,
-            "request_id": request_id,
-        }
-        for class_id, probability, row, request_id in zip(
-            class_ids.tolist(), confidence, probabilities, request_ids, strict=True
-        )
-    ]
-    return items, class_ids, confidence
 
 
 class Predictor:
@@ -303,12 +222,14 @@ class RegistrySource:
     """Versions of a registered model: the one an alias points at, or one fixed version.
 
     Args:
+        client: the project's ``MlflowClient``.
         name: registered model name.
         alias: the alias to follow (None with a fixed ``version``).
         version: a fixed version instead of an alias.
         download_dir: where versions are downloaded (one folder per version).
     """
 
+    client: Any
     name: str
     alias: str | None = "champion"
     version: str | None = None
@@ -319,7 +240,7 @@ class RegistrySource:
 
         if self.version is not None:
             return self.version
-        return alias_version(self.name, self.alias or "champion")
+        return alias_version(self.client, self.name, self.alias or "champion")
 
     def fetch(self, version: str) -> Any:
         from dataclasses import replace
@@ -327,7 +248,7 @@ class RegistrySource:
         from models.registry import resolve_model
 
         dst = None if self.download_dir is None else self.download_dir / self.name / f"v{version}"
-        resolved = resolve_model(self.name, version=version, dst=dst)
+        resolved = resolve_model(self.client, self.name, version=version, dst=dst)
         return replace(resolved, alias=self.alias if self.version is None else None)
 
 

@@ -25,7 +25,6 @@ from serving.service import NotReadyError, Service
 
 API_KEY_HEADER = "X-API-Key"
 VERSION_HEADER = "X-Model-Version"
-_VERSION_KEY = VERSION_HEADER.lower().encode("latin-1")
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "Missing or wrong API key."},
     413: {"model": ErrorResponse, "description": "Body over the size limit."},
@@ -97,7 +96,7 @@ async def predict(body: PredictRequest, request: Request) -> Response:
     check_api_key(request, service)
     model = _model(service, "/v1/predict")
     content = await service.predict_instances(body.instances, model, started)
-    return _PredictionResponse(content, model.version)
+    return prediction_response(content, model.version)
 
 
 @router.post(
@@ -117,23 +116,12 @@ async def predict_image(
     model = _model(service, "/v1/predict/image")
     contents = [await upload.read() for upload in files]
     content = await service.predict_images(contents, model, started)
-    return _PredictionResponse(content, model.version)
+    return prediction_response(content, model.version)
 
 
-class _PredictionResponse(Response):
-    """A 200 JSON body with the model version header, its raw headers built directly (no header parsing)."""
-
-    media_type = "application/json"
-
-    def __init__(self, content: bytes, version: str):  # noqa: D107 - skips Response.__init__ on purpose
-        self.status_code = 200
-        self.background = None
-        self.body = content
-        self.raw_headers = [
-            (b"content-length", str(len(content)).encode()),
-            (b"content-type", b"application/json"),
-            (_VERSION_KEY, version.encode("latin-1")),
-        ]
+def prediction_response(content: bytes, version: str) -> Response:
+    """A 200 JSON body, with the version that answered in the ``X-Model-Version`` header."""
+    return Response(content, media_type="application/json", headers={VERSION_HEADER: version})
 
 
 @router.post(
@@ -146,7 +134,6 @@ class _PredictionResponse(Response):
 async def feedback(body: FeedbackRequest, service: ServiceDep) -> FeedbackResponse:
     """Store the true label of an answered prediction (ground truth arriving later), for monitoring."""
     started = time.perf_counter()
-    service.settle()  # the prediction may have been answered a moment ago
     label = await service.run(service.feedback, body.request_id, body.label)
     service.metrics.observe_request("/v1/feedback", 200, time.perf_counter() - started)
     return FeedbackResponse(request_id=body.request_id, label=label, stored=True)
@@ -199,7 +186,6 @@ async def model_info(service: ServiceDep) -> ModelInfo:
 @router.get("/metrics", tags=["status"], response_class=Response)
 async def metrics(service: ServiceDep) -> Response:
     """Prometheus metrics: requests, latency, batch sizes, errors, reloads, the served version."""
-    service.settle()  # count what was answered up to now
     return Response(service.metrics.render(), media_type=CONTENT_TYPE)
 
 

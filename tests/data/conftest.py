@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from config.plan import DataSection
 from data.dataset import Dataset, DatasetMeta
-from pipeline.plan import DataSection
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from config.layout import ProjectLayout
 from data.collect import collect, ensure_feedback_dir
 from data.dataset import Dataset, DatasetMeta
 from data.sources import SourceError
@@ -38,11 +39,11 @@ def section(data_section):
 
 
 def test_collect_appends_the_exported_feedback(tmp_path: Path, section):
-    source = collect(section, tmp_path, FILE)
+    source = collect(section, ProjectLayout.at(tmp_path), FILE)
     feedback = _feedback()
-    feedback.save(ensure_feedback_dir(tmp_path), "samples")
+    feedback.save(ensure_feedback_dir(ProjectLayout.at(tmp_path)), "samples")
 
-    merged = collect(section, tmp_path, FILE)
+    merged = collect(section, ProjectLayout.at(tmp_path), FILE)
 
     assert len(merged) == len(source) + 3
     assert merged.sample_ids[-3:].tolist() == ["feedback-req0", "feedback-req1", "feedback-req2"]
@@ -53,9 +54,9 @@ def test_collect_appends_the_exported_feedback(tmp_path: Path, section):
 
 
 def test_an_empty_feedback_folder_changes_nothing(tmp_path: Path, section):
-    folder = ensure_feedback_dir(tmp_path)
+    folder = ensure_feedback_dir(ProjectLayout.at(tmp_path))
     assert [p.name for p in folder.iterdir()] == [".keep"]
-    assert len(collect(section, tmp_path, FILE)) == 40
+    assert len(collect(section, ProjectLayout.at(tmp_path), FILE)) == 40
 
 
 @pytest.mark.parametrize(
@@ -70,7 +71,7 @@ def test_an_empty_feedback_folder_changes_nothing(tmp_path: Path, section):
 def test_feedback_that_does_not_fit_the_source_is_refused(tmp_path, section, feedback, rule, detail):
     feedback.save(tmp_path / "data/feedback", "samples")
     with pytest.raises(DataValidationError) as caught:
-        collect(section, tmp_path, FILE)
+        collect(section, ProjectLayout.at(tmp_path), FILE)
     assert caught.value.file == "data/feedback/samples.npz"
     assert rule in caught.value.rules
     assert detail in str(caught.value)
@@ -81,12 +82,12 @@ def test_a_regression_feedback_for_a_classification_plan_is_refused(tmp_path, se
     regression = replace(feedback, meta=replace(feedback.meta, task="regression", classes=[]))
     regression.save(tmp_path / "data/feedback", "samples")
     with pytest.raises(DataValidationError, match="task: expected 'classification' like the source"):
-        collect(section, tmp_path, FILE)
+        collect(section, ProjectLayout.at(tmp_path), FILE)
 
 
 def test_an_unreadable_feedback_file_names_it(tmp_path, section):
-    folder = ensure_feedback_dir(tmp_path)
+    folder = ensure_feedback_dir(ProjectLayout.at(tmp_path))
     (folder / "samples.npz").write_bytes(b"not a zip")
     (folder / "meta.json").write_text(_feedback().meta.to_json())
     with pytest.raises(SourceError, match=r"data/feedback/samples.npz: expected a feedback dataset"):
-        collect(section, tmp_path, FILE)
+        collect(section, ProjectLayout.at(tmp_path), FILE)

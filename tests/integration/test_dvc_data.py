@@ -7,10 +7,7 @@ comes first on ``sys.path``); the venv's bin goes first on PATH so DVC's ``pytho
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,35 +16,16 @@ import numpy as np
 import pytest
 import yaml
 
+from config.layout import ProjectLayout
 from data.collect import ensure_feedback_dir
 from data.dataset import Dataset
+from tests.support import copy_project, project_plan
+from tests.support import dvc as _dvc
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 OUTPUTS = ("data/raw", "data/labeled", "data/prepared")
 DATA_STAGES = ("collect", "label", "prepare")
-
-
-def _dvc(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = os.environ | {
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        "DVC_NO_ANALYTICS": "1",
-    }
-    env.pop("LIFECYCLE_ROOT", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "dvc", *args],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"dvc {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
-        )
-    return result
 
 
 def _edit_plan(project: Path, change: Callable[[dict[str, Any]], None]) -> None:
@@ -58,24 +36,15 @@ def _edit_plan(project: Path, change: Callable[[dict[str, Any]], None]) -> None:
 
 
 def _make_project(directory: Path) -> Path:
-    """git + DVC repo: the project's code, dvc.yaml, .dvc/config (remote var/dvc-remote), a small plan,
+    """A git + DVC copy of the project (code, dvc.yaml, .dvc/config with remote var/dvc-remote), a small plan,
     and an empty DVC-tracked data/feedback (the collect stage's dependency, as in the project)."""
-    directory.mkdir()
-    ignore = shutil.ignore_patterns("raw", "labeled", "prepared", "feedback", "__pycache__", "*.pyc")
-    for package in ("pipeline", "data"):
-        shutil.copytree(ROOT / package, directory / package, ignore=ignore)
-    shutil.copy(ROOT / "dvc.yaml", directory / "dvc.yaml")
-    shutil.copy(ROOT / "plan.yaml", directory / "plan.yaml")
-    _edit_plan(
-        directory,
-        lambda raw: raw["data"].update(max_samples=300, min_samples_per_class=10, reference_size=50),
+    raw = project_plan(
+        lambda raw: raw["data"].update(max_samples=300, min_samples_per_class=10, reference_size=50)
     )
-    subprocess.run(["git", "init", "-q"], cwd=directory, check=True)
-    _dvc(directory, "init", "-q")
-    shutil.copy(ROOT / ".dvc" / "config", directory / ".dvc" / "config")
-    ensure_feedback_dir(directory)
-    _dvc(directory, "add", "-q", "data/feedback")
-    return directory
+    project = copy_project(directory, raw)
+    ensure_feedback_dir(ProjectLayout.at(project))
+    _dvc(project, "add", "-q", "data/feedback")
+    return project
 
 
 def _digests(project: Path) -> dict[str, str]:

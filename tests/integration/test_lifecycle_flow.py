@@ -9,54 +9,26 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import yaml
+
+from tests.support import copy_project, project_plan
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
-CODE = ("pipeline", "data", "models", "serving", "monitoring")
-RUNTIME = ("raw", "labeled", "prepared", "feedback", "__pycache__", "var", "*.pyc")
-
 
 def make_project(directory: Path, change=None) -> Path:
-    """A git + DVC project: the repo's dvc.yaml, code deps, .dvc/config, and a small plan."""
-    directory.mkdir()
-    for package in CODE:
-        if (ROOT / package).is_dir():
-            shutil.copytree(ROOT / package, directory / package, ignore=shutil.ignore_patterns(*RUNTIME))
-    shutil.copy(ROOT / "dvc.yaml", directory / "dvc.yaml")
-    raw: dict[str, Any] = yaml.safe_load((ROOT / "plan.yaml").read_text())
-    raw["data"].update(max_samples=300, min_samples_per_class=10, reference_size=50)
-    if change:
-        change(raw)
-    (directory / "plan.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    subprocess.run(["git", "init", "-q"], cwd=directory, check=True)
-    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=directory, check=True)
-    shutil.copy(ROOT / ".dvc" / "config", directory / ".dvc" / "config")
-    return directory
+    """A git + DVC copy of the project (code, dvc.yaml, .dvc/config) with a small plan."""
 
+    def small(raw: dict[str, Any]) -> None:
+        raw["data"].update(max_samples=300, min_samples_per_class=10, reference_size=50)
+        if change:
+            change(raw)
 
-@pytest.fixture(scope="module")
-def prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Real Prefect: a temporary server and database, PREFECT_HOME in tmp, telemetry off."""
-    home = tmp_path_factory.mktemp("prefect-home")
-    saved = {name: os.environ.get(name) for name in ("PREFECT_HOME", "PREFECT_LOGGING_LEVEL", "DO_NOT_TRACK")}
-    os.environ.update(PREFECT_HOME=str(home), PREFECT_LOGGING_LEVEL="WARNING", DO_NOT_TRACK="1")
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+    return copy_project(directory, project_plan(small))
 
 
 @pytest.fixture

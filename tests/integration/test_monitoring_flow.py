@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 import yaml
 
-from data.dataset import PREPARED_DIR, Dataset, DatasetMeta
+from data.dataset import Dataset, DatasetMeta
+from models.client import tracking_client
 
 pytestmark = pytest.mark.integration
 
@@ -66,19 +67,6 @@ def receiver() -> Iterator[Receiver]:
     server.close()
 
 
-@pytest.fixture(scope="module")
-def prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    home = tmp_path_factory.mktemp("prefect-home")
-    saved = {name: os.environ.get(name) for name in ("PREFECT_HOME", "PREFECT_LOGGING_LEVEL")}
-    os.environ.update(PREFECT_HOME=str(home), PREFECT_LOGGING_LEVEL="WARNING")
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-    for name, value in saved.items():
-        os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
-
-
 def digits() -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
 
@@ -92,11 +80,12 @@ def project(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver, prefec
     """A project root: plan, reference sample, a champion v1 in a private MLflow store."""
     import keras
 
+    from config.plan import parse_plan
+    from config.settings import Settings
+    from models.client import artifact_location
     from models.registry import promote
     from models.tracking import log_training_run
     from models.train import TrainResult
-    from pipeline.plan import parse_plan
-    from pipeline.settings import Settings
 
     root = tmp_path_factory.mktemp("monitored")
     raw = yaml.safe_load((Path(__file__).resolve().parents[2] / "plan.yaml").read_text())
@@ -114,16 +103,12 @@ def project(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver, prefec
     }  # fmt: skip
     (root / "plan.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     images, labels = digits()
-    Dataset(images[:500], labels[:500], np.array([f"d{i}" for i in range(500)]), META).save(
-        root / PREPARED_DIR, "reference"
-    )
-    saved = {
-        name: os.environ.get(name)
-        for name in ("LIFECYCLE_ROOT", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
-    }
+    saved = {name: os.environ.get(name) for name in ("LIFECYCLE_ROOT",)}
     os.environ["LIFECYCLE_ROOT"] = str(root)
     settings = Settings()
-    settings.apply_environment()
+    Dataset(images[:500], labels[:500], np.array([f"d{i}" for i in range(500)]), META).save(
+        settings.layout.prepared_dir, "reference"
+    )
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
         [
@@ -137,13 +122,13 @@ def project(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver, prefec
     model.compile("adam", "sparse_categorical_crossentropy")
     model.fit(images[:1200], labels[:1200], epochs=4, batch_size=64, verbose=0)
     plan = parse_plan(raw)
+    client = tracking_client(settings)
     trained = log_training_run(
-        plan, TrainResult(model, {}, 4, "epochs", 0.0, "cpu"), META, plan_path=root / "plan.yaml", root=root,
-        input_example=images[:2], artifact_location=settings.resolved_artifacts_dir.as_uri(),
+        plan, TrainResult(model, {}, 4, "epochs", 0.0, "cpu"), META, client=client,
+        plan_path=root / "plan.yaml", root=root, input_example=images[:2],
+        artifact_location=artifact_location(settings),
     )  # fmt: skip
-    import mlflow
-
-    promote(mlflow.MlflowClient(), "monitor-model", trained.version, None, reason="test champion", force=True)
+    promote(client, "monitor-model", trained.version, None, reason="test champion", force=True)
     yield settings, model, images, labels
     for name, value in saved.items():
         os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
@@ -151,10 +136,11 @@ def project(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver, prefec
 
 def send_traffic(settings, model, images: np.ndarray, labels: np.ndarray | None, tag: str) -> None:
     """What the service does per prediction: record it in the store (and later, feedback labels)."""
-    from serving.store import PredictionRecord, PredictionStore
+    from serving.store.records import PredictionRecord
+    from serving.store.writer import PredictionWriter
 
     probabilities = np.asarray(model(images, training=False))
-    store = PredictionStore(settings.resolved_store_url)
+    store = PredictionWriter(settings.resolved_store_url)
     store.record_predictions(
         [
             PredictionRecord(
@@ -170,7 +156,7 @@ def send_traffic(settings, model, images: np.ndarray, labels: np.ndarray | None,
 
 
 def alert_lines(settings) -> list[dict]:
-    path = settings.var_dir / "alerts.jsonl"
+    path = settings.var_dir / "alerts.jsonl"  # the plan's file sink
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
@@ -180,7 +166,7 @@ def test_monitor_flow_alerts_once_on_drift_and_asks_for_labels(project, receiver
     settings, model, images, labels = project
 
     send_traffic(settings, model, images[1200:1500], None, "calm")
-    calm = monitor("plan.yaml")
+    calm = monitor("plan.yaml").to_dict()
 
     assert calm["decision"]["action"] == "none", calm["decision"]
     assert calm["model_version"] == "1" and calm["drift"]["window_size"] == 300
@@ -189,7 +175,7 @@ def test_monitor_flow_alerts_once_on_drift_and_asks_for_labels(project, receiver
     rng = np.random.default_rng(1)
     shifted = np.clip(images[1497:] * 1.3 + 3 + rng.normal(0, 2, (300, 8, 8)), 0, 16).astype("float32")
     send_traffic(settings, model, shifted, labels[1497:1597], "shift")  # feedback for the first 100
-    first = monitor("plan.yaml")
+    first = monitor("plan.yaml").to_dict()
 
     assert first["decision"]["action"] == "alert", first["decision"]
     assert first["drift"]["drifted"] and first["drift"]["labeled"] == 100
@@ -206,7 +192,9 @@ def test_monitor_flow_alerts_once_on_drift_and_asks_for_labels(project, receiver
     [posted] = receiver.bodies
     assert posted["alert"] == written and posted["text"].startswith("[alert] drift on monitor-model v1")
 
-    second = monitor("plan.yaml")  # still drifting: retraining due, but 100 labels < min_new_labels 500
+    second = monitor(
+        "plan.yaml"
+    ).to_dict()  # still drifting: retraining due, but 100 labels < min_new_labels 500
 
     assert second["decision"]["action"] == "label"
     assert "only 100 new feedback labels" in second["decision"]["reason"]
@@ -218,16 +206,15 @@ def test_monitor_flow_alerts_once_on_drift_and_asks_for_labels(project, receiver
     assert alert_lines(settings)[-1]["labels_missing"] is True
     assert alert_lines(settings)[-1]["labeling_queue"] == str(queue)
 
-    third = monitor("plan.yaml")  # the same drift and the same decision: not alerted again
+    third = monitor("plan.yaml").to_dict()  # the same drift and the same decision: not alerted again
 
     assert third["decision"]["action"] == "label" and third["alerts"] == []
     assert len(alert_lines(settings)) == 2 and len(receiver.bodies) == 2
-    state = json.loads((settings.var_dir / "monitoring" / "state.json").read_text())
+    state = json.loads(settings.layout.monitor_state.read_text())
     assert state["policy"]["consecutive_drifted"] == 3 and state["last_alert"]["action"] == "label"
-    import mlflow
-
-    runs = mlflow.search_runs(experiment_names=["monitoring"])
-    assert len(runs) == 4 and set(runs["tags.decision"]) == {"none", "alert", "label"}
+    client = tracking_client(settings)
+    runs = client.search_runs([client.get_experiment_by_name("monitoring").experiment_id])
+    assert len(runs) == 4 and {run.data.tags["decision"] for run in runs} == {"none", "alert", "label"}
 
 
 def test_monitor_command_prints_the_check_as_json(project):
@@ -265,8 +252,6 @@ def test_monitor_command_without_a_champion_exits_2(tmp_path, monkeypatch, prefe
     raw["deploy"]["model_name"] = "nobody-registered-this"
     (tmp_path / "plan.yaml").write_text(yaml.safe_dump(raw))
     monkeypatch.setenv("LIFECYCLE_ROOT", str(tmp_path))
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
-        monkeypatch.setenv(name, os.environ.get(name, ""))  # restored after apply_environment moves them
 
     result = CliRunner().invoke(app, ["monitor", "--plan", str(tmp_path / "plan.yaml")])
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,35 +19,26 @@ from typing import Any
 
 import numpy as np
 import pytest
-import yaml
+
+from tests.support import copy_project, project_plan
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
-CODE = ("pipeline", "data", "models", "serving", "monitoring")
-IGNORE = ("raw", "labeled", "prepared", "feedback", "__pycache__", "var", "*.pyc")
-
 
 def make_project(directory: Path) -> Path:
-    directory.mkdir()
-    for package in CODE:
-        shutil.copytree(ROOT / package, directory / package, ignore=shutil.ignore_patterns(*IGNORE))
-    shutil.copy(ROOT / "dvc.yaml", directory / "dvc.yaml")
-    raw: dict[str, Any] = yaml.safe_load((ROOT / "plan.yaml").read_text())
-    raw["data"].update(max_samples=600, min_samples_per_class=10, reference_size=150)
-    raw["train"].update(epochs=15)
-    raw["resources"] = {"accelerator": "cpu", "time_budget_minutes": 5}
-    raw["success"]["min"] = {"accuracy": 0.6}
-    raw["success"]["max"] = {"latency_p99_ms_batch1": 1000}
-    raw["monitoring"] = {
-        "window": 200, "min_samples": 100, "drift_share": 0.3, "alert_after_windows": 1,
-        "retrain_after_windows": 2, "alerts": [{"kind": "file", "path": "var/alerts.jsonl"}],
-        "retrain": {"enabled": True, "cooldown_hours": 6, "max_per_day": 2, "min_new_labels": 50},
-    }  # fmt: skip
-    (directory / "plan.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    subprocess.run(["git", "init", "-q"], cwd=directory, check=True)
-    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=directory, check=True)
-    return directory
+    def change(raw: dict[str, Any]) -> None:
+        raw["data"].update(max_samples=600, min_samples_per_class=10, reference_size=150)
+        raw["train"].update(epochs=15)
+        raw["resources"] = {"accelerator": "cpu", "time_budget_minutes": 5}
+        raw["success"]["min"] = {"accuracy": 0.6}
+        raw["success"]["max"] = {"latency_p99_ms_batch1": 1000}
+        raw["monitoring"] = {
+            "window": 200, "min_samples": 100, "drift_share": 0.3, "alert_after_windows": 1,
+            "retrain_after_windows": 2, "alerts": [{"kind": "file", "path": "var/alerts.jsonl"}],
+            "retrain": {"enabled": True, "cooldown_hours": 6, "max_per_day": 2, "min_new_labels": 50},
+        }  # fmt: skip
+
+    return copy_project(directory, project_plan(change))
 
 
 @pytest.fixture(scope="module")
@@ -56,26 +46,19 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Any]]
     """A project the lifecycle has run on (champion v1), under a real Prefect test server."""
     home = tmp_path_factory.mktemp("prefect-home")
     project = make_project(tmp_path_factory.mktemp("loop") / "project")
-    names = (
-        "PREFECT_HOME",
-        "PREFECT_LOGGING_LEVEL",
-        "LIFECYCLE_ROOT",
-        "MLFLOW_TRACKING_URI",
-        "MLFLOW_REGISTRY_URI",
-    )
-    saved = {name: os.environ.get(name) for name in names}
+    saved = dict(os.environ)
     os.environ.update(PREFECT_HOME=str(home), PREFECT_LOGGING_LEVEL="WARNING", LIFECYCLE_ROOT=str(project))
     from prefect.testing.utilities import prefect_test_harness
 
+    from config.settings import Settings
     from pipeline.flows import lifecycle
-    from pipeline.settings import Settings
 
     Settings().apply_environment()
     with prefect_test_harness(server_startup_timeout=120):
         first = lifecycle("plan.yaml")
         yield project, first
-    for name, value in saved.items():
-        os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def free_port() -> int:
@@ -133,16 +116,16 @@ def test_drift_alerts_retrains_through_the_gate_and_the_service_follows(loop, se
     from pipeline.flows import monitor
 
     project, first = loop
-    assert first.extra["gate"]["passed"], first.extra["gate"]
-    champion = first.extra["gate"]["version"]
+    assert first.gate.passed, first.gate
+    champion = first.gate.version
     digits = load_digits()
     order = np.random.default_rng(5).permutation(len(digits.target))
     images, labels = digits.images[order].astype("float32"), digits.target[order]
 
     version, _ = predict(service, images[:200])
     assert version == champion
-    calm = monitor("plan.yaml")
-    assert calm["decision"]["action"] == "none", calm["decision"]
+    calm = monitor("plan.yaml").check
+    assert calm.decision.action == "none", calm.decision
 
     rng = np.random.default_rng(1)
     shifted = np.clip(images[200:400] * 1.3 + 3 + rng.normal(0, 2, (200, 8, 8)), 0, 16).astype("float32")
@@ -154,31 +137,31 @@ def test_drift_alerts_retrains_through_the_gate_and_the_service_follows(loop, se
         )
     time.sleep(1)  # the store's writer drains its queue
 
-    alerted = monitor("plan.yaml")
-    assert alerted["decision"]["action"] == "alert", alerted["decision"]
+    alerted = monitor("plan.yaml").check
+    assert alerted.decision.action == "alert", alerted.decision
     alerts = [json.loads(line) for line in (project / "var/alerts.jsonl").read_text().splitlines()]
     assert alerts[-1]["model_version"] == champion and "intensity_mean" in alerts[-1]["drifted"]
 
     retrained = monitor("plan.yaml")
-    assert retrained["decision"]["action"] == "retrain", retrained["decision"]
-    result = retrained["retrain"]
-    assert result["feedback"] == str(project / "data/feedback/samples.npz")
+    assert retrained.check.decision.action == "retrain", retrained.check.decision
+    result = retrained.retrain
+    assert result is not None and result.feedback == project / "data/feedback/samples.npz"
     with np.load(project / "data/feedback/samples.npz") as exported:
         assert len(exported["labels"]) == 120 and exported["sample_ids"][0].startswith("feedback-")
     assert (project / "data/feedback.dvc").is_file()  # the feedback is a DVC-versioned data version
-    gate = result["gate"]
-    assert gate is not None and gate["passed"] and result["promoted"]
+    gate = result.lifecycle.gate
+    assert gate is not None and gate.passed and result.promoted
     with get_client(sync_client=True) as client:  # the retrain flow run is recorded in Prefect, as a subflow
         retrain_flow = client.read_flow_by_name("retrain")
         only_retrain = FlowFilter(id=FlowFilterId(any_=[retrain_flow.id]))
         runs = client.read_flow_runs(flow_filter=only_retrain, limit=20, sort=FlowRunSort.START_TIME_DESC)
     assert [run.state.type.value for run in runs] == ["COMPLETED"] and runs[0].parent_task_run_id is not None
 
-    new_champion = gate["champion"]
+    new_champion = gate.champion
     # collect re-ran on the new data/feedback: the retrain trained on it, and the gate promoted a new version.
     with np.load(project / "data/raw/samples.npz") as raw:
         assert sum(str(i).startswith("feedback-") for i in raw["sample_ids"]) == 120
-    assert gate["version"] == new_champion != champion
+    assert gate.version == new_champion != champion
     deadline = time.monotonic() + 30
     while (version := predict(service, images[:1])[0]) != new_champion and time.monotonic() < deadline:
         time.sleep(1)

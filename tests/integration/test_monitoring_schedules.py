@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from pipeline.plan import parse_plan
-from pipeline.settings import Settings
+from config.plan import parse_plan
+from config.settings import Settings
 
 PLAN = {
     "project": {"name": "sched-project", "goal": "tests"},

@@ -9,80 +9,58 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
-import mlflow
-import numpy as np
 import pytest
 import yaml
 from typer.testing import CliRunner
 
-from data.dataset import PREPARED_DIR, Dataset, DatasetMeta
+from config.plan import parse_plan
+from config.settings import Settings
+from data.dataset import Dataset
+from models.client import tracking_client
 from pipeline.cli import app
-from pipeline.plan import parse_plan
-from pipeline.settings import Settings
+from pipeline.results import GateSummary
+from tests.support import band_images, tiny_meta, tiny_plan
 
-PLAN = {
-    "project": {"name": "promo-project", "goal": "tests"},
-    "data": {"source": "sklearn:digits", "classes": ["0", "1", "2"], "scaling": "standard"},
-    "model": {
-        "layers": [
-            {"type": "Input", "shape": [8, 8]},
-            {"type": "Flatten"},
-            {"type": "Dense", "units": 16, "activation": "relu"},
-            {"type": "Dense", "units": 3, "activation": "softmax"},
-        ]
-    },
-    "train": {"epochs": 4, "batch_size": 16, "seed": 3, "optimizer": {"name": "adam", "learning_rate": 0.01}},
-    "resources": {"accelerator": "cpu", "time_budget_minutes": 5},
-    "success": {
+PLAN = tiny_plan(
+    "promo-project",
+    "promo-model",
+    train={"epochs": 4, "seed": 3},
+    success={
         "min": {"accuracy": 0.6},
         "max": {"latency_p99_ms_batch1": 1000},
         "champion": {"metric": "accuracy", "margin": 0.01, "bootstrap_samples": 300, "confidence": 0.95},
     },
-    "deploy": {"model_name": "promo-model"},
-}
-META = DatasetMeta(
-    source="sklearn:digits", kind="image", task="classification", classes=["0", "1", "2"], input_shape=[8, 8],
-    scaling={"method": "standard", "mean": [6.0] * 64, "std": [5.0] * 64},
-)  # fmt: skip
-
-
-def tiny_split(n: int, seed: int) -> Dataset:
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 3, size=n)
-    features = rng.uniform(0, 4, size=(n, 8, 8)).astype("float32")
-    for row, label in enumerate(labels):
-        features[row, label * 2 : label * 2 + 3, :] += 10.0
-    return Dataset(features, labels.astype("int64"), np.array([f"s{seed}-{i}" for i in range(n)]), META)
+)
+META = tiny_meta()
 
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A project root with plan.yaml, data/prepared/{train,val,test}.npz and a private MLflow store."""
     (tmp_path / "plan.yaml").write_text(yaml.safe_dump(PLAN, sort_keys=False))
-    splits = {"train": tiny_split(240, 1), "val": tiny_split(60, 2), "test": tiny_split(120, 3)}
+    splits = {
+        "train": band_images(240, 1, META),
+        "val": band_images(60, 2, META),
+        "test": band_images(120, 3, META),
+    }
+    settings = Settings(root=tmp_path)
     for name, split in splits.items():
-        split.save(tmp_path / PREPARED_DIR, name)
+        split.save(settings.layout.prepared_dir, name)
     monkeypatch.setenv("LIFECYCLE_ROOT", str(tmp_path))
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "PREFECT_HOME"):
-        monkeypatch.delenv(name, raising=False)
-    settings = Settings()
-    settings.apply_environment()
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "PREFECT_HOME"):
-        monkeypatch.setenv(name, os.environ[name])  # restored after the test
     return settings, splits
 
 
 def register(settings: Settings, splits: dict[str, Dataset], result) -> str:
+    from models.client import artifact_location
     from models.tracking import log_training_run
 
     plan = parse_plan(PLAN)
     version = log_training_run(
-        plan, result, META, plan_path=settings.root / "plan.yaml", root=settings.root,
-        input_example=splits["train"].features[:2],
-        artifact_location=settings.resolved_artifacts_dir.as_uri(),
+        plan, result, META, client=tracking_client(settings), plan_path=settings.root / "plan.yaml",
+        root=settings.root, input_example=splits["train"].features[:2],
+        artifact_location=artifact_location(settings),
     )  # fmt: skip
     return version.version
 
@@ -107,14 +85,14 @@ def test_gate_promotes_refuses_forces_rolls_back(project):
 
     runner = CliRunner()
     plan_option = ["--plan", str(settings.root / "plan.yaml")]
-    client = mlflow.MlflowClient()
+    client = tracking_client(settings)
 
     def champion() -> str | None:
         version = client.get_registered_model("promo-model").aliases.get("champion")
         return None if version is None else str(version)
 
     def gate_report() -> dict:
-        return json.loads((settings.reports_dir / "gate.json").read_text())
+        return json.loads((settings.layout.reports_dir / "gate.json").read_text())
 
     nothing = runner.invoke(app, ["rollback", *plan_option])
     assert nothing.exit_code == 2 and "earlier 'champion'" in nothing.output
@@ -129,14 +107,14 @@ def test_gate_promotes_refuses_forces_rolls_back(project):
     assert champion() == "1"
     assert gate_report()["passed"] is True
     assert gate_report()["checks"][-1]["detail"] == "no champion yet"
-    markdown = (settings.reports_dir / "gate.md").read_text()
+    markdown = (settings.layout.reports_dir / "gate.md").read_text()
     assert markdown.startswith("# Gate verdict: PASSED") and "- candidate: v1" in markdown
     run_1 = client.get_run(client.get_model_version("promo-model", "1").run_id)
     assert run_1.data.tags["gate.passed"] == "true"
     assert run_1.data.metrics["test_accuracy"] >= 0.6
     logged = [a.path for a in client.list_artifacts(run_1.info.run_id, "gate")]
     assert {"gate/gate.json", "gate/confusion_matrix.png", "gate/classification_report.txt"} <= set(logged)
-    report = (settings.reports_dir / "classification_report.txt").read_text()
+    report = (settings.layout.reports_dir / "classification_report.txt").read_text()
     # a header, the 3 classes, the macro average and the accuracy
     assert "macro avg" in report and len(report.splitlines()) == 1 + 3 + 2
 
@@ -199,7 +177,7 @@ def test_gate_promotes_refuses_forces_rolls_back(project):
 def _ledger():
     from models.registry import read_ledger
 
-    return read_ledger("promo-model")
+    return read_ledger(tracking_client(Settings()), "promo-model")
 
 
 class Lines(logging.Handler):
@@ -219,10 +197,11 @@ def test_flow_gate_step_promotes_then_refuses_without_moving(project, monkeypatc
     from pipeline.stages import evaluate_stage, train_stage
 
     settings, _ = project
+    client = tracking_client(settings)
     plan = parse_plan(PLAN)
-    train_stage(plan, settings.root)
-    evaluate_stage(plan, settings.root)
-    metrics = json.loads((settings.reports_dir / "metrics.json").read_text())
+    train_stage(plan, settings)
+    evaluate_stage(plan, settings)
+    metrics = json.loads((settings.layout.reports_dir / "metrics.json").read_text())
     assert (
         metrics["accuracy"] >= 0.6 and metrics["latency_p50_ms_batch1"] > 0 and metrics["model_size_mb"] > 0
     )
@@ -234,30 +213,31 @@ def test_flow_gate_step_promotes_then_refuses_without_moving(project, monkeypatc
     monkeypatch.setattr(logger, "level", logging.INFO)
     monkeypatch.setattr(logger, "disabled", False)
     first = gate_and_promote.fn(plan, settings)
-    assert first == {
-        "version": "1", "passed": True, "moved": True, "champion": "1", "failures": [],
-        "report": str(settings.reports_dir / "gate.md"), "report_ref": first["report_ref"],
-    }  # fmt: skip
+    assert first == GateSummary(
+        version="1", passed=True, moved=True, champion="1", failures=[],
+        report=settings.layout.reports_dir / "gate.md", report_ref=first.report_ref,
+    )  # fmt: skip
     assert any(line.startswith("gate: v1 PASSED; champion is v1") for line in progress.lines)
     assert "gate: [pass] accuracy" in " ".join(progress.lines)
     again = gate_and_promote.fn(plan, settings)  # DVC skipped train: the same version, already champion
-    assert again["passed"] and again["champion"] == "1"
-    assert len(read_ledger("promo-model")) == 2  # challenger + champion, no duplicate moves
+    assert again.passed and again.champion == "1"
+    assert len(read_ledger(client, "promo-model")) == 2  # challenger + champion, no duplicate moves
 
     strict = parse_plan(
         {**PLAN, "train": {**PLAN["train"], "seed": 4}, "success": {"max": {"model_size_mb": 1e-6}}}
     )
-    train_stage(strict, settings.root)
-    evaluate_stage(strict, settings.root)
+    train_stage(strict, settings)
+    evaluate_stage(strict, settings)
     failed = gate_and_promote.fn(strict, settings)
-    assert (failed["version"], failed["passed"], failed["moved"], failed["champion"]) == (
+    assert (failed.version, failed.passed, failed.moved, failed.champion) == (
         "2",
         False,
         False,
         "1",
     )
-    assert failed["failures"] == ["model_size_mb"]
+    assert failed.failures == ["model_size_mb"]
     assert any(line.startswith("gate: v2 FAILED; champion not moved") for line in progress.lines)
-    assert alias_version("promo-model") == "1" and alias_version("promo-model", "challenger") == "1"
-    assert len(read_ledger("promo-model")) == 2
-    assert json.loads((settings.reports_dir / "gate.json").read_text())["passed"] is False
+    assert alias_version(client, "promo-model") == "1"
+    assert alias_version(client, "promo-model", "challenger") == "1"
+    assert len(read_ledger(client, "promo-model")) == 2
+    assert json.loads((settings.layout.reports_dir / "gate.json").read_text())["passed"] is False

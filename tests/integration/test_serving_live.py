@@ -6,7 +6,6 @@ and a SIGTERM in the middle of load (every answered prediction is in the store, 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import socket
@@ -18,14 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-# The serving fixtures (a real registry with two trained versions) live in tests/serving/conftest.py.
-_path = Path(__file__).parents[1] / "serving" / "conftest.py"
-_spec = importlib.util.spec_from_file_location("serving_fixtures", _path)
-_fixtures = sys.modules.setdefault("serving_fixtures", importlib.util.module_from_spec(_spec))
-_spec.loader.exec_module(_fixtures)
-serving_meta = _fixtures.serving_meta
-registry_env = _fixtures.registry_env
 
 pytestmark = pytest.mark.integration
 STARTUP_SECONDS = 120
@@ -142,7 +133,7 @@ def expected_probabilities(env, instance: list) -> dict[str, np.ndarray]:
 
     answers = {}
     for version in env.versions:
-        resolved = resolve_model(env.name, version=version)
+        resolved = resolve_model(env.client, env.name, version=version)
         model = keras.saving.load_model(resolved.model_path, safe_mode=True, compile=False)
         answers[version] = keras.ops.convert_to_numpy(model(np.asarray([instance], dtype="float32")))[0]
     return answers
@@ -156,11 +147,9 @@ def live(registry_env, tmp_path_factory):
 
 
 def test_hot_swap_and_rollback_under_load(live, registry_env):
-    import mlflow
-
     from models.registry import promote, rollback
 
-    client = mlflow.MlflowClient()
+    client = registry_env.client
     first, second = registry_env.versions
     instance = np.full((8, 8), 7.0).tolist()  # between the classes: the two versions answer differently
     expected = expected_probabilities(registry_env, instance)
@@ -190,7 +179,7 @@ def test_hot_swap_and_rollback_under_load(live, registry_env):
 
 
 def test_sigterm_mid_load_loses_no_answered_prediction(live, registry_env):
-    from serving.store import PredictionStore
+    from serving.store.reader import PredictionReader
 
     with Load(live, registry_env.test.features[1].tolist(), threads=6) as load:
         load.wait_for(100)
@@ -201,10 +190,7 @@ def test_sigterm_mid_load_loses_no_answered_prediction(live, registry_env):
     assert "Application shutdown complete." in log and "Finished server process" in log
     answered = [answer for answer in load.answers if answer[0] == 200]
     assert len(answered) == len(load.answers)  # the ones not answered failed to connect, none got an error
-    store = PredictionStore(live.store_url)
-    try:
-        stored = list(store.read_window(1_000_000)["request_id"])
+    with PredictionReader(live.store_url) as store:
+        stored = list(store.window(1_000_000)["request_id"])
         assert store.count() == len(live.answered)  # every 2xx answer of this server, from both tests
         assert sorted(stored) == sorted(live.answered)
-    finally:
-        store.close()

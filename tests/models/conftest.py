@@ -3,8 +3,8 @@
 - ``tiny_meta`` / ``tiny_splits``: a small 8x8 three-class image dataset (train/val/test ``Dataset``s, raw
   units 0..16, standard scaling in the meta) that a tiny MLP learns in a couple of epochs.
 - ``tiny_plan``: a valid ``Plan`` for that data (3 epochs, small MLP), written to ``tiny_plan_path``.
-- ``mlflow_env``: a fresh MLflow sqlite store + artifact folder in tmp_path, set through
-  ``Settings.apply_environment`` exactly like the stage does; yields the Settings.
+- ``mlflow_env``: the Settings of a fresh MLflow sqlite store + artifact folder in tmp_path; ``client``: an
+  ``MlflowClient`` on it, built as the stages build theirs.
 - ``trained_version``: a real run logged and registered with ``models.tracking.log_training_run`` against
   ``mlflow_env`` (function scope; it trains for 2 epochs on the tiny data, a few seconds).
 """
@@ -13,69 +13,34 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
+from config.plan import Plan, parse_plan
+from config.settings import Settings
 from data.dataset import Dataset, DatasetMeta
-from pipeline.plan import Plan, parse_plan
-from pipeline.settings import Settings
+from tests.support import band_images
+from tests.support import tiny_meta as support_meta
+from tests.support import tiny_plan as tiny_plan_dict
 
-TINY_CLASSES = ["0", "1", "2"]
-
-TINY_PLAN = {
-    "project": {"name": "tiny-project", "goal": "tests"},
-    "data": {"source": "sklearn:digits", "classes": TINY_CLASSES, "scaling": "standard"},
-    "model": {
-        "layers": [
-            {"type": "Input", "shape": [8, 8]},
-            {"type": "Flatten"},
-            {"type": "Dense", "units": 16, "activation": "relu"},
-            {"type": "Dense", "units": 3, "activation": "softmax"},
-        ]
-    },
-    "train": {
-        "epochs": 3,
-        "batch_size": 16,
-        "seed": 7,
-        "optimizer": {"name": "adam", "learning_rate": 0.01},
-        "early_stopping": {"enabled": True, "patience": 5},
-        "reduce_lr": {"enabled": True, "patience": 2},
-    },
-    "resources": {"accelerator": "cpu", "time_budget_minutes": 5},
-    "deploy": {"model_name": "tiny-model"},
-}
-
-
-def make_tiny_dataset(n: int, seed: int, meta: DatasetMeta) -> Dataset:
-    """``n`` 8x8 images in source units 0..16: class k is bright in band k of the rows, plus noise."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, len(meta.classes), size=n)
-    features = rng.uniform(0, 4, size=(n, 8, 8)).astype("float32")
-    for row, label in enumerate(labels):
-        features[row, label * 2 : label * 2 + 3, :] += 10.0
-    ids = np.array([f"s{seed}-{i}" for i in range(n)])
-    return Dataset(features=features, labels=labels.astype("int64"), sample_ids=ids, meta=meta)
+TINY_PLAN = tiny_plan_dict(
+    "tiny-project",
+    "tiny-model",
+    train={"early_stopping": {"enabled": True, "patience": 5}, "reduce_lr": {"enabled": True, "patience": 2}},
+)
 
 
 @pytest.fixture
 def tiny_meta() -> DatasetMeta:
-    return DatasetMeta(
-        source="sklearn:digits",
-        kind="image",
-        task="classification",
-        classes=TINY_CLASSES,
-        input_shape=[8, 8],
-        scaling={"method": "standard", "mean": [6.0] * 64, "std": [5.0] * 64},
-    )
+    return support_meta()
 
 
 @pytest.fixture
 def tiny_splits(tiny_meta: DatasetMeta) -> dict[str, Dataset]:
     return {
-        "train": make_tiny_dataset(200, 1, tiny_meta),
-        "val": make_tiny_dataset(60, 2, tiny_meta),
-        "test": make_tiny_dataset(60, 3, tiny_meta),
+        "train": band_images(200, 1, tiny_meta),
+        "val": band_images(60, 2, tiny_meta),
+        "test": band_images(60, 3, tiny_meta),
     }
 
 
@@ -92,26 +57,26 @@ def tiny_plan_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def mlflow_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """A private MLflow store (sqlite + artifact folder) under tmp_path, selected via the environment."""
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
-        monkeypatch.delenv(name, raising=False)
-    settings = Settings(root=tmp_path, var_dir=tmp_path / "var")
-    settings.apply_environment()
-    # apply_environment writes os.environ directly; let monkeypatch restore it after the test.
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "PREFECT_HOME"):
-        monkeypatch.setenv(name, __import__("os").environ[name])
-    yield settings
-    import mlflow
-
-    if mlflow.active_run() is not None:
-        mlflow.end_run()
+def mlflow_env(tmp_path: Path) -> Settings:
+    """Settings of a private MLflow store (sqlite + artifact folder) under tmp_path; ``client`` is on it."""
+    return Settings(root=tmp_path, var_dir=tmp_path / "var")
 
 
 @pytest.fixture
-def trained_version(mlflow_env: Settings, tiny_plan: Plan, tiny_plan_path: Path, tiny_splits, tmp_path: Path):
+def client(mlflow_env: Settings):
+    """An ``MlflowClient`` on ``mlflow_env``'s store, as the stages build it."""
+    from models.client import tracking_client
+
+    return tracking_client(mlflow_env)
+
+
+@pytest.fixture
+def trained_version(
+    client, mlflow_env: Settings, tiny_plan: Plan, tiny_plan_path: Path, tiny_splits, tmp_path: Path
+):
     """(TrainedVersion, TrainResult) of a real 3-epoch run logged and registered in ``mlflow_env``."""
     from models.build import build_model
+    from models.client import artifact_location
     from models.tracking import log_training_run
     from models.train import train_model
 
@@ -127,10 +92,11 @@ def trained_version(mlflow_env: Settings, tiny_plan: Plan, tiny_plan_path: Path,
         tiny_plan,
         result,
         meta,
+        client=client,
         plan_path=tiny_plan_path,
         root=tmp_path,
         input_example=tiny_splits["train"].features[:3],
-        artifact_location=mlflow_env.resolved_artifacts_dir.as_uri(),
+        artifact_location=artifact_location(mlflow_env),
         model_dst=tmp_path / "artifacts" / "model.keras",
     )
     return version, result

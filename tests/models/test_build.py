@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import yaml
 
+from config.plan import ModelSection, OptimizerSection, PlanError, TrainSection, parse_plan
 from models.build import ModelBuildError, build_model, build_optimizer, scaling_layer
-from pipeline.plan import ModelSection, OptimizerSection, PlanError, TrainSection, parse_plan
 
 CONV_PLAN = """
 model:

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from config.plan import SuccessSection
 from models.evaluate import evaluate_predictions
 from models.gate import diagnose, judge, paired_bootstrap, render_markdown
-from pipeline.plan import SuccessSection
 
 CLASSES = ["a", "b", "c"]
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import keras
-import mlflow
 import numpy as np
 import pytest
 
 from models import registry
+from models.client import tracking_client
+from models.lineage import file_sha256
+from models.names import KERAS_FILE_IN_MODEL
 from models.registry import (
     ModelIntegrityError,
     ModelNotFoundError,
@@ -18,26 +20,18 @@ from models.registry import (
 )
 
 
-def test_constants_match_tracking():
-    from models import tracking
-
-    assert registry.KERAS_FILE_IN_MODEL == tracking.KERAS_FILE_IN_MODEL
-    assert registry.DATASET_META_ARTIFACT == tracking.DATASET_META_ARTIFACT
-
-
-def test_resolve_round_trip(trained_version, tiny_splits, tmp_path: Path):
+def test_resolve_round_trip(trained_version, client, tiny_splits, tmp_path: Path):
     version, result = trained_version
-    client = mlflow.MlflowClient()
-    assert alias_version(version.model_name, "champion", client=client) is None
+    assert alias_version(client, version.model_name, "champion") is None
     client.set_registered_model_alias(version.model_name, "champion", version.version)
-    assert alias_version(version.model_name, "champion", client=client) == version.version
+    assert alias_version(client, version.model_name, "champion") == version.version
 
-    resolved = resolve_model(version.model_name, "champion", client=client, dst=tmp_path / "dl")
+    resolved = resolve_model(client, version.model_name, "champion", dst=tmp_path / "dl")
 
     assert resolved.version == version.version
     assert resolved.run_id == version.run_id
     assert resolved.alias == "champion"
-    assert resolved.sha256 == version.sha256 == registry.file_sha256(resolved.model_path)
+    assert resolved.sha256 == version.sha256 == file_sha256(resolved.model_path)
     assert resolved.meta == tiny_splits["train"].meta
     np.testing.assert_allclose(resolved.input_example, tiny_splits["train"].features[:3], rtol=1e-6)
     assert resolved.metrics and all(isinstance(v, float) for v in resolved.metrics.values())
@@ -46,31 +40,29 @@ def test_resolve_round_trip(trained_version, tiny_splits, tmp_path: Path):
     np.testing.assert_allclose(loaded(x, training=False), result.model(x, training=False), atol=1e-6)
 
 
-def test_resolve_by_version_and_missing_alias_or_version(trained_version, tmp_path: Path):
+def test_resolve_by_version_and_missing_alias_or_version(trained_version, client, tmp_path: Path):
     version, _ = trained_version
-    resolved = resolve_model(version.model_name, version=version.version, dst=tmp_path / "dl")
+    resolved = resolve_model(client, version.model_name, version=version.version, dst=tmp_path / "dl")
     assert resolved.alias is None
     assert resolved.version == version.version
     with pytest.raises(ModelNotFoundError, match="alias 'champion'"):
-        resolve_model(version.model_name, "champion")
+        resolve_model(client, version.model_name, "champion")
     with pytest.raises(ModelNotFoundError, match="v99"):
-        resolve_model(version.model_name, version="99")
-    assert alias_version("no-such-model") is None
+        resolve_model(client, version.model_name, version="99")
+    assert alias_version(client, "no-such-model") is None
 
 
-def test_tampered_artifact_raises_integrity_error(trained_version, tmp_path: Path):
+def test_tampered_artifact_raises_integrity_error(trained_version, client, tmp_path: Path):
     version, _ = trained_version
-    client = mlflow.MlflowClient()
     source = client.get_model_version_download_uri(version.model_name, version.version)
-    stored = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(tmp_path / "peek")))
     # The store is a local folder: find the registered file in place and change one byte.
-    store_file = Path(source.removeprefix("file://")) / registry.KERAS_FILE_IN_MODEL
-    assert store_file.is_file(), stored
+    store_file = Path(source.removeprefix("file://")) / KERAS_FILE_IN_MODEL
+    assert store_file.is_file(), source
     data = bytearray(store_file.read_bytes())
     data[-1] ^= 0xFF
     store_file.write_bytes(bytes(data))
     with pytest.raises(ModelIntegrityError, match="sha256"):
-        resolve_model(version.model_name, version=version.version, dst=tmp_path / "dl")
+        resolve_model(client, version.model_name, version=version.version, dst=tmp_path / "dl")
 
 
 class FakeVerdict:
@@ -82,9 +74,8 @@ class FakeVerdict:
 
 
 @pytest.fixture
-def three_versions(mlflow_env, tmp_path: Path):
+def three_versions(client, tmp_path: Path):
     """A registered model with versions 1..3 (registry entries only; alias moves don't read the files)."""
-    client = mlflow.MlflowClient()
     client.create_registered_model("ledgered")
     for _ in range(3):
         client.create_model_version("ledgered", source=(tmp_path / "model").as_uri())
@@ -101,13 +92,13 @@ def test_promote_needs_a_passing_verdict_or_force_with_reason(three_versions):
         registry.promote(client, "ledgered", "1", None, reason="  ", force=True)
     with pytest.raises(registry.PromotionRefusedError, match="verdict on ledgered v1. Received one on v2"):
         registry.promote(client, "ledgered", "1", FakeVerdict(True, "2"), reason="")
-    assert alias_version("ledgered", client=client) is None  # nothing moved
-    assert registry.read_ledger("ledgered", client=client) == []
+    assert alias_version(client, "ledgered") is None  # nothing moved
+    assert registry.read_ledger(client, "ledgered") == []
     with pytest.raises(ModelNotFoundError, match="v7"):
         registry.promote(client, "ledgered", "7", FakeVerdict(True), reason="")
 
 
-def test_every_move_is_in_the_ledger_and_rollback_walks_back(three_versions):
+def test_every_move_is_in_the_ledger_and_rollback_walks_back(three_versions, mlflow_env):
     client = three_versions
     registry.promote(
         client, "ledgered", "1", FakeVerdict(True, "1"), reason="first", report_ref="runs:/a/g.json"
@@ -115,20 +106,20 @@ def test_every_move_is_in_the_ledger_and_rollback_walks_back(three_versions):
     registry.mark_challenger(client, "ledgered", "2", FakeVerdict(True, "2"), report_ref="runs:/b/g.json")
     registry.promote(client, "ledgered", "2", FakeVerdict(True, "2"), reason="", report_ref="runs:/b/g.json")
     registry.promote(client, "ledgered", "3", None, reason="hotfix", force=True)
-    assert alias_version("ledgered", client=client) == "3"
+    assert alias_version(client, "ledgered") == "3"
 
     entry = registry.rollback(client, "ledgered", reason="bad in prod")
     assert (entry.version, entry.previous_version, entry.action) == ("2", "3", "rollback")
-    assert alias_version("ledgered", client=client) == "2"
+    assert alias_version(client, "ledgered") == "2"
     registry.rollback(client, "ledgered")  # a second rollback walks further back
-    assert alias_version("ledgered", client=client) == "1"
+    assert alias_version(client, "ledgered") == "1"
     with pytest.raises(registry.RegistryError, match="earlier 'champion'"):
         registry.rollback(client, "ledgered")
-    assert alias_version("ledgered", client=client) == "1"
-    assert alias_version("ledgered", "challenger", client=client) == "2"
+    assert alias_version(client, "ledgered") == "1"
+    assert alias_version(client, "ledgered", "challenger") == "2"
 
     # The ledger survives a new client (it lives in the MLflow DB) and holds every move, in order.
-    ledger = registry.read_ledger("ledgered", client=mlflow.MlflowClient())
+    ledger = registry.read_ledger(tracking_client(mlflow_env), "ledgered")
     rows = [(e.index, e.alias, e.previous_version, e.version, e.action, e.forced) for e in ledger]
     assert rows == [
         (1, "champion", None, "1", "promote", False),

@@ -24,9 +24,8 @@ from models.run_artifacts import history_rows
 from models.tracking import epoch_metrics, flatten_params, log_training_run
 
 
-def test_run_holds_params_epoch_metrics_artifacts_and_lineage(trained_version, tiny_plan, mlflow_env):
+def test_run_holds_params_epoch_metrics_artifacts_and_lineage(trained_version, tiny_plan, mlflow_env, client):
     version, result = trained_version
-    client = mlflow.MlflowClient()
     run = client.get_run(version.run_id)
 
     experiment = client.get_experiment(run.info.experiment_id)
@@ -53,13 +52,9 @@ def test_run_holds_params_epoch_metrics_artifacts_and_lineage(trained_version, t
         "dataset_meta.json",
         "history.csv",
     } <= artifacts
-    meta_text = Path(
-        mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="dataset_meta.json")
-    )
+    meta_text = Path(client.download_artifacts(version.run_id, "dataset_meta.json"))
     assert DatasetMeta.from_json(meta_text.read_text()).classes == ["0", "1", "2"]
-    png = Path(
-        mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="learning_curves.png")
-    )
+    png = Path(client.download_artifacts(version.run_id, "learning_curves.png"))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     tags = run.data.tags
@@ -75,9 +70,10 @@ def test_run_holds_params_epoch_metrics_artifacts_and_lineage(trained_version, t
     assert tags["model_sha256"] == version.sha256
 
 
-def test_registered_version_matches_the_model_file(trained_version, tiny_plan, tiny_splits):
+def test_registered_version_matches_the_model_file(
+    trained_version, tiny_plan, tiny_splits, client, mlflow_env, monkeypatch
+):
     version, result = trained_version
-    client = mlflow.MlflowClient()
 
     registered = client.get_model_version("tiny-model", version.version)
     assert version.version == "1" and version.model_uri == "models:/tiny-model/1"
@@ -89,6 +85,8 @@ def test_registered_version_matches_the_model_file(trained_version, tiny_plan, t
     assert json.loads(registered.tags["data_md5"]) == {}
 
     # The registry holds the native .keras file with that sha256, and the local copy is byte-identical.
+    # MLflow's own tools find it by the models:/ URI, as `mlflow models serve` users do (store in the env).
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_env.resolved_tracking_uri)
     downloaded = Path(mlflow.artifacts.download_artifacts(artifact_uri=version.model_uri))
     assert file_sha256(downloaded / "data" / "model.keras") == version.sha256
     assert file_sha256(version.model_path) == version.sha256
@@ -103,7 +101,7 @@ def test_registered_version_matches_the_model_file(trained_version, tiny_plan, t
 
 
 def test_epoch_metrics_go_in_one_batch_and_each_run_adds_a_version(
-    trained_version, tiny_plan, tiny_plan_path, tiny_splits, mlflow_env, tmp_path, monkeypatch
+    trained_version, tiny_plan, tiny_plan_path, tiny_splits, client, tmp_path, monkeypatch
 ):
     _, result = trained_version
     calls: list[tuple[list, int]] = []
@@ -118,6 +116,7 @@ def test_epoch_metrics_go_in_one_batch_and_each_run_adds_a_version(
         tiny_plan,
         result,
         tiny_splits["train"].meta,
+        client=client,
         plan_path=tiny_plan_path,
         root=tmp_path,
         input_example=tiny_splits["train"].features[:2],

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from config.plan import ResourcesSection, TrainSection
 from models.accelerator import Accelerator, AcceleratorError, select_accelerator
 from models.build import build_model
 from models.train import EpochProgress, TimeBudget, make_dataset, train_model
-from pipeline.plan import ResourcesSection, TrainSection
 
 
 def run(plan, splits, progress=None, **train_changes):
@@ -162,12 +162,10 @@ def test_accelerator_choice():
 
 @pytest.mark.integration
 def test_train_stage_writes_its_outputs_and_registers(
-    tiny_splits, tiny_plan_path, mlflow_env, monkeypatch, capsys
+    tiny_splits, tiny_plan_path, client, monkeypatch, capsys
 ):
     import csv
     import json
-
-    import mlflow
 
     from models.lineage import file_sha256
     from pipeline import stages
@@ -183,7 +181,7 @@ def test_train_stage_writes_its_outputs_and_registers(
     assert record["model_name"] == "tiny-model" and record["version"] == "1"
     assert record["epochs_run"] == 3 and record["stopped_by"] == "epochs" and record["accelerator"] == "cpu"
     assert file_sha256(root / "artifacts" / "model.keras") == record["sha256"]
-    version = mlflow.MlflowClient().get_model_version("tiny-model", "1")
+    version = client.get_model_version("tiny-model", "1")
     assert version.tags["model_sha256"] == record["sha256"] and version.run_id == record["run_id"]
     metrics = json.loads((root / "reports" / "train_metrics.json").read_text())
     assert metrics["epochs_run"] == 3 and 0 <= metrics["final_val_accuracy"] <= 1
@@ -192,7 +190,7 @@ def test_train_stage_writes_its_outputs_and_registers(
     assert [row["epoch"] for row in rows] == ["1", "2", "3"] and "val_loss" in rows[0]
     assert "epoch 3/3" in capsys.readouterr().out
     # The run logged the plan file itself (it is the plan the stage ran).
-    plan_copy = mlflow.artifacts.download_artifacts(run_id=record["run_id"], artifact_path="plan.yaml")
+    plan_copy = client.download_artifacts(record["run_id"], "plan.yaml")
     assert Path(plan_copy).read_text() == tiny_plan_path.read_text()
 
 

@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
+from config.plan import AlertSinkSection
 from monitoring.alerts import (
     Alert,
     ConsoleSink,
@@ -19,7 +20,6 @@ from monitoring.alerts import (
     send_alert,
     slack_payload,
 )
-from pipeline.plan import AlertSinkSection
 
 ALERT = Alert(
     action="alert",

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
+from config.plan import MonitoringSection
 from monitoring.drift import detect_drift
 from monitoring.features import CONFIDENCE, PREDICTED
 from monitoring.report import log_summary, save_report
-from pipeline.plan import MonitoringSection
 
 POLICY = MonitoringSection(window=1000, min_samples=100, drift_share=0.3)
 
@@ -81,7 +81,7 @@ def test_report_files_and_mlflow_summary(tmp_path, digits, monitor, shift):
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     artifacts = tmp_path / "artifacts"
     run_id = log_summary(
-        result, files, tags={"model_version": "3"}, client=client, artifact_location=artifacts.as_uri()
+        client, result, files, tags={"model_version": "3"}, artifact_location=artifacts.as_uri()
     )
 
     assert set(files) == {"summary", "drift", "performance"}

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from config.plan import MonitoringSection, RetrainSection
 from monitoring.drift import DriftResult, FeatureDrift
 from monitoring.policy import Action, PolicyState, decide, for_champion
-from pipeline.plan import MonitoringSection, RetrainSection
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 POLICY = MonitoringSection(

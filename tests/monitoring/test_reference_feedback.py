@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from config.layout import ProjectLayout
 from data.dataset import Dataset, DatasetMeta
 from monitoring.drift import DriftResult, FeatureDrift
 from monitoring.feedback import export_feedback, feedback_dataset, labeling_queue
@@ -43,7 +44,9 @@ def test_the_pinned_reference_comes_from_the_dvc_cache_not_the_workspace(tmp_pat
     (tmp_path / ".dvc/cache/files/md5" / directory[:2] / directory[2:]).write_text(manifest)
     reference(7, 9.0).save(tmp_path / "data" / "prepared", "reference")  # the workspace moved on since
 
-    dataset, source = load_reference(tmp_path, json.dumps({"data/prepared": directory}), META)
+    dataset, source = load_reference(
+        ProjectLayout.at(tmp_path), json.dumps({"data/prepared": directory}), META
+    )
 
     assert len(dataset) == 5 and float(dataset.features.max()) == 1.0
     assert source.startswith("dvc cache .dvc/cache/files/md5/")
@@ -52,7 +55,9 @@ def test_the_pinned_reference_comes_from_the_dvc_cache_not_the_workspace(tmp_pat
 def test_without_the_cached_version_the_workspace_reference_is_used(tmp_path, caplog):
     reference(7, 9.0).save(tmp_path / "data" / "prepared", "reference")
 
-    dataset, source = load_reference(tmp_path, json.dumps({"data/prepared": "ab" * 16 + ".dir"}), META)
+    dataset, source = load_reference(
+        ProjectLayout.at(tmp_path), json.dumps({"data/prepared": "ab" * 16 + ".dir"}), META
+    )
 
     assert len(dataset) == 7 and source == "workspace data/prepared/reference.npz"
     assert "not in the DVC cache" in caplog.text
@@ -60,7 +65,7 @@ def test_without_the_cached_version_the_workspace_reference_is_used(tmp_path, ca
 
 def test_no_reference_at_all_says_what_to_run(tmp_path):
     with pytest.raises(ReferenceError, match="Run `dvc pull` or the prepare stage"):
-        load_reference(tmp_path, None, META)
+        load_reference(ProjectLayout.at(tmp_path), None, META)
 
 
 def window(n: int = 6) -> pd.DataFrame:
@@ -80,7 +85,7 @@ def test_feedback_dataset_keeps_labeled_rows_and_writes_the_data_phase_format(tm
     rows = pd.concat([window(), window().iloc[[0]].assign(label=4.0)], ignore_index=True)  # q0 relabeled
 
     dataset = feedback_dataset(rows, META)
-    path = export_feedback(dataset, tmp_path)
+    path = export_feedback(dataset, tmp_path / "data/feedback")
 
     assert sorted(dataset.sample_ids.tolist()) == ["feedback-q0", "feedback-q2"]
     assert dict(zip(dataset.sample_ids, dataset.labels.tolist(), strict=True)) == {

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from config.plan import parse_plan
+from config.settings import Settings
 from monitoring.policy import PolicyState
-from monitoring.state import MonitorState, save_state, state_path
-from pipeline.plan import parse_plan
+from monitoring.state import MonitorState, save_state
 from pipeline.schedules import monitoring_status, next_runs
-from pipeline.settings import Settings
 
 PLAN = {
     "project": {"name": "status-project", "goal": "tests"},
@@ -45,7 +45,7 @@ def test_status_reads_the_state_file(tmp_path, monkeypatch):
     }
     alert = {"action": "alert", "model_version": "3", "share": 0.6}
     save_state(
-        state_path(settings.var_dir),
+        settings.layout.monitor_state,
         MonitorState(policy=PolicyState(consecutive_drifted=2), last_check=check, last_alert=alert),
     )
 

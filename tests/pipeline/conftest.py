@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support import init_git_dvc
 
 STAGE_SCRIPT = """\
 import pathlib, sys
@@ -47,11 +47,7 @@ def dvc_project_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "stage.py").write_text(STAGE_SCRIPT)
     (root / "dvc.yaml").write_text(DVC_YAML)
     (root / "plan.yaml").write_text((Path(__file__).resolve().parents[2] / "plan.yaml").read_text())
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=root, check=True)
-    with (root / ".dvc" / "config").open("a") as config:
-        config.write("[core]\n    analytics = false\n")
-    return root
+    return init_git_dvc(root, project_remote=False)
 
 
 @pytest.fixture

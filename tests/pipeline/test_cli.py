@@ -44,7 +44,7 @@ def test_help_lists_the_commands() -> None:
 def test_viable_default_plan_exits_0_with_both_tables(project: Path) -> None:
     path = write_plan(project)
 
-    result = runner.invoke(app, ["plan", str(path)])
+    result = runner.invoke(app, ["plan", "--plan", str(path)])
 
     assert result.exit_code == 0, result.output
     assert "digits-classifier" in result.output
@@ -70,7 +70,7 @@ def test_invalid_plan_exits_2_naming_file_and_field(project: Path) -> None:
 
     path = write_plan(project, change)
 
-    result = runner.invoke(app, ["plan", str(path)])
+    result = runner.invoke(app, ["plan", "--plan", str(path)])
 
     assert result.exit_code == 2
     assert f"{path}: train.optimizer.learning_rate: must be > 0, got -1" in result.output
@@ -79,7 +79,7 @@ def test_invalid_plan_exits_2_naming_file_and_field(project: Path) -> None:
 
 
 def test_missing_plan_exits_2(project: Path) -> None:
-    result = runner.invoke(app, ["plan", str(project / "absent.yaml")])
+    result = runner.invoke(app, ["plan", "--plan", str(project / "absent.yaml")])
 
     assert result.exit_code == 2
     assert "absent.yaml: can't read the plan: No such file or directory" in result.output
@@ -110,7 +110,7 @@ def test_missing_plan_exits_2(project: Path) -> None:
 def test_not_viable_plan_exits_1_with_the_failed_check(project: Path, change, fragment: str) -> None:
     path = write_plan(project, change)
 
-    result = runner.invoke(app, ["plan", str(path)])
+    result = runner.invoke(app, ["plan", "--plan", str(path)])
 
     assert result.exit_code == 1, result.output
     assert "FAILED" in result.output and "not viable" in result.output
@@ -120,7 +120,7 @@ def test_not_viable_plan_exits_1_with_the_failed_check(project: Path, change, fr
 def test_placeholder_api_key_exits_2(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LIFECYCLE_API_KEY", "changeme")
 
-    result = runner.invoke(app, ["plan", str(write_plan(project))])
+    result = runner.invoke(app, ["plan", "--plan", str(write_plan(project))])
 
     assert result.exit_code == 2
     assert "settings: LIFECYCLE_API_KEY: LIFECYCLE_API_KEY must be a real secret" in result.output

@@ -10,20 +10,15 @@ import pytest
 import zc.lockfile
 from prefect.states import Failed
 
-from pipeline.flows import (
-    StageError,
-    TransientStageError,
-    _retry_when_transient,
-    dvc_environment,
-    resolve_plan_path,
-    run_dvc_stage,
-)
-from pipeline.settings import Settings
+from config.layout import ProjectLayout
+from config.settings import Settings
+from pipeline.dvc import StageError, TransientStageError, dvc_environment
+from pipeline.flows import resolve_plan_path, retry_when_transient, run_dvc_stage
 
 
 def test_stage_runs_then_is_skipped_when_nothing_changed(dvc_project: Path) -> None:
-    first = run_dvc_stage.fn("make", dvc_project)
-    second = run_dvc_stage.fn("make", dvc_project)
+    first = run_dvc_stage.fn("make", ProjectLayout.at(dvc_project))
+    second = run_dvc_stage.fn("make", ProjectLayout.at(dvc_project))
 
     assert first.ran and not second.ran
     assert (dvc_project / "runs.log").read_text() == "make\n"
@@ -33,19 +28,19 @@ def test_stage_runs_then_is_skipped_when_nothing_changed(dvc_project: Path) -> N
 
 
 def test_changed_plan_key_reruns_the_stage(dvc_project: Path) -> None:
-    run_dvc_stage.fn("make", dvc_project)
+    run_dvc_stage.fn("make", ProjectLayout.at(dvc_project))
     plan = dvc_project / "plan.yaml"
     plan.write_text(plan.read_text().replace("sklearn:digits", "sklearn:breast_cancer"))
 
-    assert run_dvc_stage.fn("make", dvc_project).ran
+    assert run_dvc_stage.fn("make", ProjectLayout.at(dvc_project)).ran
 
 
 def test_failing_stage_error_carries_the_stage_message(dvc_project: Path) -> None:
-    run_dvc_stage.fn("make", dvc_project)
+    run_dvc_stage.fn("make", ProjectLayout.at(dvc_project))
     (dvc_project / "BAD").write_text("")
 
     with pytest.raises(StageError) as caught:
-        run_dvc_stage.fn("check", dvc_project)
+        run_dvc_stage.fn("check", ProjectLayout.at(dvc_project))
 
     assert not isinstance(caught.value, TransientStageError)
     assert caught.value.stage == "check" and caught.value.returncode != 0
@@ -59,20 +54,20 @@ def test_locked_repository_is_a_transient_error(dvc_project: Path) -> None:
     lock = zc.lockfile.LockFile(str(dvc_project / ".dvc/tmp/lock"))
     try:
         with pytest.raises(TransientStageError, match="Unable to acquire lock"):
-            run_dvc_stage.fn("make", dvc_project)
+            run_dvc_stage.fn("make", ProjectLayout.at(dvc_project))
     finally:
         lock.close()
     assert not (dvc_project / "runs.log").exists()
 
 
 def test_only_transient_failures_are_retried() -> None:
-    assert _retry_when_transient(None, None, Failed(data=TransientStageError("make", 255, "lock")))
-    assert not _retry_when_transient(None, None, Failed(data=StageError("make", 255, "NaN in features")))
-    assert not _retry_when_transient(None, None, Failed(data=ValueError("other")))
+    assert retry_when_transient(None, None, Failed(data=TransientStageError("make", 255, "lock")))
+    assert not retry_when_transient(None, None, Failed(data=StageError("make", 255, "NaN in features")))
+    assert not retry_when_transient(None, None, Failed(data=ValueError("other")))
 
 
 def test_stage_environment_puts_this_interpreter_first(dvc_project: Path) -> None:
-    environment = dvc_environment(dvc_project)
+    environment = dvc_environment()
 
     assert environment["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
 

@@ -12,10 +12,10 @@ from pipeline.outputs import describe_outputs, human_size, stage_outs
 
 
 def test_stage_outs_reads_paths_and_mappings(dvc_project: Path) -> None:
-    assert stage_outs(dvc_project, "make") == ["data/made"]
-    assert stage_outs(dvc_project, "check") == ["data/checked"]
-    assert stage_outs(dvc_project, "absent") == []
-    assert stage_outs(dvc_project / "nowhere", "make") == []
+    assert stage_outs(dvc_project / "dvc.yaml", "make") == ["data/made"]
+    assert stage_outs(dvc_project / "dvc.yaml", "check") == ["data/checked"]
+    assert stage_outs(dvc_project / "dvc.yaml", "absent") == []
+    assert stage_outs(dvc_project / "nowhere/dvc.yaml", "make") == []
 
 
 def test_describe_outputs_lists_files_with_what_they_hold(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.plan import LayerSpec, load_plan
+from config.plan import LayerSpec, load_plan
 from pipeline.resources import detect_gpus, estimate_training_seconds, forward_flops, tensorflow_has_cuda
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from config.settings import Settings
+from models.client import tracking_client
 from pipeline.flows import check_train_record, run_dvc_stage, unregistered_training
-from pipeline.settings import Settings
+from tests.support import init_git_dvc
 
 TRAIN_SCRIPT = """\
 import json, pathlib
@@ -51,17 +51,11 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Sett
     root.mkdir()
     (root / "train.py").write_text(TRAIN_SCRIPT)
     (root / "dvc.yaml").write_text(DVC_YAML)
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=root, check=True)
+    init_git_dvc(root, project_remote=False)
     settings = Settings(root=root)
-    # apply_environment (the check task calls it) points MLflow at root/var; monkeypatch restores these after.
-    for name, value in {
-        "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri,
-        "MLFLOW_REGISTRY_URI": settings.resolved_registry_uri,
-        "PREFECT_HOME": str(settings.resolved_prefect_home),
-    }.items():
-        monkeypatch.setenv(name, value)
-    settings.apply_environment()
+    settings.var_dir.mkdir()
+    # train.py stands in for the train stage: it logs to the project's store through MLflow's environment.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.resolved_tracking_uri)
     return root, settings
 
 
@@ -70,47 +64,48 @@ def _runs(root: Path) -> int:
 
 
 def test_a_deleted_registry_forces_the_train_stage(project, caplog, monkeypatch):
-    root, _ = project
-    assert unregistered_training(root) is None  # never trained: nothing to check
-    assert run_dvc_stage.fn("train", root).ran
-    assert unregistered_training(root) is None  # v1 is registered from train.json's run
+    root, settings = project
+    layout = settings.layout
+    assert unregistered_training(tracking_client(settings), layout) is None  # never trained: nothing to check
+    assert run_dvc_stage.fn("train", layout).ran
+    assert unregistered_training(tracking_client(settings), layout) is None  # v1 is registered from its run
 
     # The MLflow state gone, the DVC outputs kept. A fresh var folder: this process's MLflow keeps its sqlite
     # engine per URI, so a deleted DB would still answer here (a new `lifecycle run` process wouldn't).
     shutil.rmtree(root / "var")
     fresh = Settings(root=root, var_dir=root / "var-fresh")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", fresh.resolved_tracking_uri)
-    monkeypatch.setenv("MLFLOW_REGISTRY_URI", fresh.resolved_registry_uri)
-    assert not run_dvc_stage.fn("train", root).ran  # what DVC alone does: "up to date"
+    assert not run_dvc_stage.fn("train", layout).ran  # what DVC alone does: "up to date"
     with caplog.at_level(logging.WARNING, logger="lifecycle"):
         reason = check_train_record.fn(fresh)
     assert reason is not None and "tiny v1" in reason and "the registry does not hold" in reason
     assert "forcing the train stage (dvc repro --force --single-item train)" in caplog.text
 
-    forced = run_dvc_stage.fn("train", root, force=reason is not None)
+    forced = run_dvc_stage.fn("train", layout, force=reason is not None)
 
     assert forced.ran and _runs(root) == 2
-    assert unregistered_training(root) is None  # train.json now names the version the new registry holds
-    assert not run_dvc_stage.fn("train", root).ran
+    fresh_client = tracking_client(fresh)
+    assert unregistered_training(fresh_client, layout) is None  # train.json names what the new registry holds
+    assert not run_dvc_stage.fn("train", layout).ran
 
 
 def test_a_version_registered_from_another_run_is_a_mismatch(project):
-    root, _ = project
-    run_dvc_stage.fn("train", root)
+    root, settings = project
+    run_dvc_stage.fn("train", settings.layout)
     record = json.loads((root / "artifacts/train.json").read_text())
     (root / "artifacts/train.json").write_text(json.dumps(record | {"run_id": "0123abc"}))
 
-    reason = unregistered_training(root)
+    reason = unregistered_training(tracking_client(settings), settings.layout)
 
     assert reason is not None
     assert f"tiny v1 from run 0123abc, but the registry's v1 comes from run {record['run_id']}" in reason
 
 
 def test_an_unreadable_train_record_is_a_mismatch(project):
-    root, _ = project
+    root, settings = project
     (root / "artifacts").mkdir()
     (root / "artifacts/train.json").write_text('{"model_name": "tiny"}')
 
-    reason = unregistered_training(root)
+    reason = unregistered_training(tracking_client(settings), settings.layout)
 
     assert reason is not None and "expected model_name, version and run_id" in reason

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import yaml
 
+from config.plan import Plan, parse_plan
+from config.settings import Settings
 from data.dataset import Dataset, DatasetMeta
-from pipeline.plan import Plan, parse_plan
 from pipeline.resources import GpuReport
-from pipeline.settings import Settings
 from pipeline.viability import (
     Check,
     ViabilityReport,

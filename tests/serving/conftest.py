@@ -1,18 +1,16 @@
 """Shared fixtures for the serving tests.
 
-- ``serving_meta``: an 8x8 three-class image dataset meta (source units 0..16, standard scaling).
+- ``serving_meta`` and ``registry_env`` (a real registry with two trained versions) are in tests/conftest.py:
+  the integration tests use them too.
 - ``local_models``: two real Keras models built from a tiny plan, saved as native .keras files and wrapped as
   ``ResolvedModel`` records (sha256 of the file, meta, input example): the registry's output without the
   registry, for the route tests.
 - ``LocalSource``: a model source over those records whose current version a test sets, like an alias.
 - ``make_client``: a started app (TestClient, lifespan run) on a private store under tmp_path.
-- ``registry_env``: a real MLflow store (sqlite, tmp) with two versions trained and registered by
-  ``models.tracking.log_training_run``, champion -> v1 (session scope: trained once).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,61 +18,22 @@ from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 
-from data.dataset import Dataset, DatasetMeta
-from pipeline.plan import Plan, parse_plan
-from pipeline.settings import Settings
-
-CLASSES = ["0", "1", "2"]
-PLAN = {
-    "project": {"name": "serving-tests", "goal": "tests"},
-    "data": {"source": "sklearn:digits", "classes": CLASSES, "scaling": "standard"},
-    "model": {
-        "layers": [
-            {"type": "Input", "shape": [8, 8]},
-            {"type": "Flatten"},
-            {"type": "Dense", "units": 16, "activation": "relu"},
-            {"type": "Dense", "units": 3, "activation": "softmax"},
-        ]
-    },
-    "train": {"epochs": 2, "batch_size": 16, "seed": 7, "optimizer": {"name": "adam", "learning_rate": 0.02}},
-    "resources": {"accelerator": "cpu", "time_budget_minutes": 5},
-    "deploy": {"model_name": "tiny-served", "max_batch_size": 8},
-}
-
-
-def serving_dataset(n: int, seed: int, meta: DatasetMeta) -> Dataset:
-    """``n`` 8x8 images in 0..16: class k is bright in rows 2k..2k+2, plus noise."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, len(meta.classes), size=n)
-    features = rng.uniform(0, 4, size=(n, 8, 8)).astype("float32")
-    for row, label in enumerate(labels):
-        features[row, label * 2 : label * 2 + 3, :] += 10.0
-    ids = np.array([f"s{seed}-{i}" for i in range(n)])
-    return Dataset(features=features, labels=labels.astype("int64"), sample_ids=ids, meta=meta)
-
-
-@pytest.fixture(scope="session")
-def serving_meta() -> DatasetMeta:
-    return DatasetMeta(
-        source="sklearn:digits",
-        kind="image",
-        task="classification",
-        classes=CLASSES,
-        input_shape=[8, 8],
-        scaling={"method": "standard", "mean": [6.0] * 64, "std": [5.0] * 64},
-    )
+from config.plan import Plan, parse_plan
+from config.settings import Settings
+from data.dataset import DatasetMeta
+from tests.support import SERVING_PLAN, band_images
 
 
 @pytest.fixture(scope="session")
 def serving_plan() -> Plan:
-    return parse_plan(PLAN, "serving-plan.yaml")
+    return parse_plan(SERVING_PLAN, "serving-plan.yaml")
 
 
 def save_resolved(model: Any, meta: DatasetMeta, folder: Path, version: str, example: np.ndarray) -> Any:
     """Save ``model`` as ``folder/v<version>/model.keras`` and describe it like the registry does."""
-    from models.registry import ResolvedModel, file_sha256
+    from models.lineage import file_sha256
+    from models.registry import ResolvedModel
 
     path = folder / f"v{version}" / "model.keras"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,7 +59,7 @@ def local_models(tmp_path_factory: pytest.TempPathFactory, serving_meta: Dataset
     from models.build import build_model
 
     folder = tmp_path_factory.mktemp("local-models")
-    example = serving_dataset(3, 0, serving_meta).features
+    example = band_images(3, 0, serving_meta).features
     resolved = {}
     for version in ("1", "2"):
         keras.utils.set_random_seed(int(version))
@@ -173,81 +132,6 @@ def make_client(tmp_path: Path, serving_plan: Plan, local_models) -> Iterator[Ca
     yield make
     for client in clients:
         client.__exit__(None, None, None)
-
-
-def write_plan(root: Path, **deploy: Any) -> Path:
-    """The serving test plan as ``root/plan.yaml`` (deploy fields overridden)."""
-    plan = {**PLAN, "deploy": {**PLAN["deploy"], **deploy}}
-    path = root / "plan.yaml"
-    path.write_text(yaml.safe_dump(plan, sort_keys=False))
-    return path
-
-
-@dataclass(frozen=True)
-class RegistryEnv:
-    root: Path
-    settings: Settings
-    environment: dict[str, str]  # LIFECYCLE_* for a server subprocess
-    name: str
-    versions: list[str]
-    test: Dataset
-
-
-@pytest.fixture(scope="session")
-def registry_env(
-    tmp_path_factory: pytest.TempPathFactory, serving_meta: DatasetMeta
-) -> Iterator[RegistryEnv]:
-    """A real MLflow registry (sqlite under tmp) with two trained versions of ``tiny-served``; champion v1."""
-    from models.build import build_model
-    from models.tracking import log_training_run
-    from models.train import train_model
-
-    root = tmp_path_factory.mktemp("registry-root")
-    plan_path = write_plan(root, max_batch_size=64)
-    plan = parse_plan(yaml.safe_load(plan_path.read_text()), plan_path)
-    saved = {
-        name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "PREFECT_HOME")
-    }
-    settings = Settings(root=root, var_dir=root / "var")
-    settings.apply_environment()
-    train, val = serving_dataset(150, 1, serving_meta), serving_dataset(45, 2, serving_meta)
-    versions = []
-    for seed in (7, 8):
-        train_plan = plan.train.model_copy(update={"seed": seed})
-        result = train_model(
-            lambda tp=train_plan: build_model(plan.model, serving_meta, tp),
-            train,
-            val,
-            train_plan,
-            plan.resources,
-        )
-        trained = log_training_run(
-            plan,
-            result,
-            serving_meta,
-            plan_path=plan_path,
-            root=root,
-            input_example=train.features[:3],
-            artifact_location=settings.resolved_artifacts_dir.as_uri(),
-        )
-        versions.append(trained.version)
-    from models.registry import move_alias
-
-    move_alias(plan.deploy.model_name, "champion", versions[0], action="promote", reason="first champion")
-    environment = {
-        "LIFECYCLE_ROOT": str(root),
-        "LIFECYCLE_VAR_DIR": str(root / "var"),
-        "LIFECYCLE_TRACKING_URI": settings.resolved_tracking_uri,
-        "LIFECYCLE_PLAN_PATH": str(plan_path),
-    }
-    yield RegistryEnv(
-        root, settings, environment, plan.deploy.model_name, versions, serving_dataset(40, 3, serving_meta)
-    )
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
 
 
 @pytest.fixture

@@ -11,11 +11,10 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def deployed(registry_env, tmp_path, monkeypatch):
-    from data.dataset import PREPARED_DIR
-    from pipeline.plan import load_plan
-    from pipeline.settings import Settings
+    from config.plan import load_plan
+    from config.settings import Settings
 
-    registry_env.test.save(registry_env.root / PREPARED_DIR, "test")
+    registry_env.test.save(registry_env.settings.layout.prepared_dir, "test")
     settings = Settings(
         root=registry_env.root,
         var_dir=registry_env.root / "var",
@@ -31,32 +30,28 @@ def test_deploy_check_serves_the_champion_on_a_test_sample(deployed, registry_en
     from models.registry import alias_version
 
     settings, result = deployed
-    assert result["model_version"] == alias_version(registry_env.name, "champion")
-    assert result["backend"] == "onnx"
-    assert result["sample_id"] == str(registry_env.test.sample_ids[0])
-    assert result["true_label"] == int(registry_env.test.labels[0])
-    assert result["label"] == str(result["predicted"])
-    assert result["latency_ms"] > 0 and result["seconds_to_ready"] > 0
+    assert result.model_version == alias_version(registry_env.client, registry_env.name, "champion")
+    assert result.backend == "onnx"
+    assert result.sample_id == str(registry_env.test.sample_ids[0])
+    assert result.true_label == int(registry_env.test.labels[0])
+    assert result.label == str(result.predicted)
+    assert result.latency_ms > 0 and result.seconds_to_ready > 0
 
 
 def test_lineage_traces_the_prediction_to_run_data_commit_and_plan(deployed, registry_env):
-    import mlflow
     from typer.testing import CliRunner
 
     from pipeline.cli import app
     from serving.lineage import LineageError, trace_prediction
-    from serving.store import PredictionStore
+    from serving.store.reader import PredictionReader
 
     settings, result = deployed
-    store = PredictionStore(settings.resolved_store_url)
-    try:
-        chain = trace_prediction(result["request_id"], store)
+    with PredictionReader(settings.resolved_store_url) as store:
+        chain = trace_prediction(registry_env.client, result.request_id, store)
         with pytest.raises(LineageError, match="no such prediction"):
-            trace_prediction("unknown-id", store)
-    finally:
-        store.close()
-    version = mlflow.MlflowClient().get_model_version(registry_env.name, result["model_version"])
-    assert chain.model_version == result["model_version"]
+            trace_prediction(registry_env.client, "unknown-id", store)
+    version = registry_env.client.get_model_version(registry_env.name, result.model_version)
+    assert chain.model_version == result.model_version
     assert chain.run_id == version.run_id
     assert chain.model_sha256 == version.tags["model_sha256"]
     assert chain.git_commit == version.tags["git_commit"]
@@ -71,7 +66,7 @@ def test_lineage_traces_the_prediction_to_run_data_commit_and_plan(deployed, reg
         "LIFECYCLE_STORE_URL": settings.resolved_store_url,
     }
     runner = CliRunner()
-    printed = runner.invoke(app, ["lineage", result["request_id"], "--json"], env=environment)
+    printed = runner.invoke(app, ["lineage", result.request_id, "--json"], env=environment)
     assert printed.exit_code == 0, printed.output
     assert json.loads(printed.output)["run_id"] == version.run_id
     missing = runner.invoke(app, ["lineage", "nope"], env=environment)

@@ -43,30 +43,3 @@ def test_a_model_without_input_shape_is_refused(tmp_path):
     model = keras.Sequential([keras.layers.Dense(2)])  # never built
     with pytest.raises(ExportError, match="Expected a built Keras model"):
         export_onnx(model, tmp_path / "model.onnx")
-
-
-def test_the_direct_onnx_call_answers_as_the_public_one(local_models, tmp_path):
-    import keras
-
-    from serving.predictor import _direct_run
-
-    model = keras.saving.load_model(local_models["1"].model_path, safe_mode=True, compile=False)
-    session = onnx_session(export_onnx(model, tmp_path / "model.onnx"))
-    batch = np.random.default_rng(1).uniform(0, 16, size=(5, 8, 8)).astype("float32")
-    run = _direct_run(session, "features", batch[:1])
-    assert run.__name__ == "direct"  # this ORT's binding answered the example like the public call
-    np.testing.assert_array_equal(run({"features": batch})[0], session.run(None, {"features": batch})[0])
-
-    class Wrapped:  # an ORT without the binding underneath: the public call
-        def __init__(self, inner):
-            self.inner = inner
-
-        def get_outputs(self):
-            return self.inner.get_outputs()
-
-        def run(self, names, feed):
-            return self.inner.run(names, feed)
-
-    fallback = _direct_run(Wrapped(session), "features", batch[:1])
-    assert fallback.__name__ == "checked"
-    np.testing.assert_array_equal(fallback({"features": batch})[0], session.run(None, {"features": batch})[0])

@@ -28,9 +28,9 @@ def image_model(image_folder, tmp_path_factory, serving_plan):
     """An image model trained on nothing, its meta from the real ``images:`` loader, saved like a version."""
     import keras
 
+    from config.plan import DataSection, ModelSection
     from data.images import load_image_folder
     from models.build import build_model
-    from pipeline.plan import DataSection, ModelSection
 
     data = DataSection(source=f"images:{image_folder}", image_size=(8, 8), color_mode="grayscale")
     dataset = load_image_folder(image_folder, data)
@@ -52,8 +52,9 @@ def test_upload_answers_exactly_as_the_training_loader_would(
 ):
     import keras
 
-    from models.registry import ResolvedModel, file_sha256
-    from serving.store import PredictionStore
+    from models.lineage import file_sha256
+    from models.registry import ResolvedModel
+    from serving.store.reader import PredictionReader
 
     dataset, model = image_model
     path = tmp_path / "image-model" / "model.keras"
@@ -71,8 +72,10 @@ def test_upload_answers_exactly_as_the_training_loader_would(
     online = np.array([item["probabilities"] for item in response.json()["predictions"]])
     offline = keras.ops.convert_to_numpy(model(dataset.features[:4], training=False))
     np.testing.assert_allclose(online, offline, atol=1e-5)
-    client.app.state.service.store.flush()
-    stored = PredictionStore(f"sqlite:///{tmp_path / 'var' / 'predictions.db'}").read_window(10)
+    client.get("/health")  # a request that follows the answer, as a reader's would
+    client.app.state.service.writer.flush()
+    with PredictionReader(f"sqlite:///{tmp_path / 'var' / 'predictions.db'}") as reader:
+        stored = reader.window(10)
     for features, expected in zip(stored["features"], dataset.features[:4], strict=True):
         np.testing.assert_array_equal(features, expected)  # the same arrays, bit for bit
 

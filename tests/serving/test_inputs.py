@@ -99,7 +99,7 @@ def test_image_geometry_from_the_meta():
 
 @pytest.mark.parametrize("units", [10, 1], ids=["softmax", "sigmoid"])
 def test_one_instance_is_answered_as_its_row_in_a_batch_would_be(units):
-    from serving.predictor import format_outputs
+    from serving.answers import format_outputs
 
     meta = DatasetMeta("x", "table", "classification", [f"c{i}" for i in range(max(units, 2))], [3])
     outputs = np.random.default_rng(0).random((4, units)).astype("float32")
@@ -109,7 +109,7 @@ def test_one_instance_is_answered_as_its_row_in_a_batch_would_be(units):
         assert item["class_id"] == batch_items[i]["class_id"] and item["label"] == batch_items[i]["label"]
         assert item["confidence"] == batch_items[i]["confidence"] and item["confidence"].dtype == np.float32
         np.testing.assert_array_equal(item["probabilities"], batch_items[i]["probabilities"])
-        assert predicted == [int(batch_predicted[i])] and confidence == [float(batch_confidence[i])]
+        assert predicted == [batch_predicted[i]] and confidence == [batch_confidence[i]]
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])

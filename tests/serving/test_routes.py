@@ -57,12 +57,12 @@ def test_requests_answered_together_each_get_their_own_answer_record_and_count(m
 
     calls = service.caller.calls
     answers = client.portal.call(together)
-    assert service.caller.calls == calls + 1  # one model call, one finish for the six requests
+    assert service.caller.calls == calls + 1  # one model call, one answer step for the six requests
     bodies = [json.loads(content) for content in answers]
     assert [len(body["predictions"]) for body in bodies] == [1, 1, 1, 1, 1, 2]
     assert len({body["request_id"] for body in bodies + alone}) == 12
-    client.portal.call(service.settle)  # recorded on the loop once sent: settle, as a reader would
-    service.store.flush()
+    client.get("/health")  # a request that follows the answers, as a reader's would
+    service.writer.flush()
     for body, single, rows in zip(bodies, alone, instances, strict=True):
         predictions = body["predictions"]
         first = body["request_id"]
@@ -74,7 +74,7 @@ def test_requests_answered_together_each_get_their_own_answer_record_and_count(m
             atol=1e-6,
         )
         for item, instance in zip(predictions, rows, strict=True):
-            stored = service.store.find(item["request_id"])
+            stored = service.reader.find(item["request_id"])
             np.testing.assert_array_equal(stored["features"], np.asarray(instance, dtype="float32"))
             assert stored["predicted_class"] == item["class_id"] and stored["model_version"] == "1"
     text = client.get("/metrics").text
@@ -83,26 +83,30 @@ def test_requests_answered_together_each_get_their_own_answer_record_and_count(m
 
 
 def predicted_count(service) -> float:
-    """lifecycle_predictions_total for version 1, as recorded so far (without settling)."""
+    """lifecycle_predictions_total for version 1, as recorded so far."""
     for line in service.metrics.render().decode().splitlines():
         if line.startswith('lifecycle_predictions_total{version="1"}'):
             return float(line.split()[-1])
     return 0.0
 
 
-def test_a_prediction_answered_on_the_loop_is_recorded_once_its_response_is_out(make_client):
+def test_predictions_are_recorded_one_loop_pass_later_before_any_later_request(make_client):
     client = make_client()
     service = client.app.state.service
 
     async def scenario():
-        content = await service.predict_instances(sample(1), service.model(), time.perf_counter())
-        at_answer = predicted_count(service)  # the response could be written now; nothing recorded yet
-        await asyncio.sleep(0)  # a loop pass later: the response went out, and the prediction was recorded
-        return json.loads(content)["request_id"], at_answer, predicted_count(service)
+        model = service.model()
+        answers = [await service.predict_instances(sample(1), model, time.perf_counter()) for _ in range(12)]
+        at_answer = predicted_count(
+            service
+        )  # the last one answered at once (a lone client): not yet recorded
+        await asyncio.sleep(0)  # a loop pass later: recorded, before anything read after the answer
+        return [json.loads(content)["request_id"] for content in answers], at_answer, predicted_count(service)
 
-    request_id, at_answer, after = client.portal.call(scenario)
-    assert (at_answer, after) == (0.0, 1.0)
-    assert client.post("/v1/feedback", json={"request_id": request_id, "label": 1}).status_code == 200
+    request_ids, at_answer, after = client.portal.call(scenario)
+    assert at_answer < 12.0 and after == 12.0
+    for request_id in request_ids:  # each looked up right after its answer: found
+        assert client.post("/v1/feedback", json={"request_id": request_id, "label": 1}).status_code == 200
 
 
 EIGHT = [1.0] * 8
@@ -198,7 +202,7 @@ def test_api_key_guards_predict_feedback_and_admin(make_client):
 
 
 def test_feedback_is_stored_with_its_prediction(make_client, tmp_path):
-    from serving.store import PredictionStore
+    from serving.store.reader import PredictionReader
 
     client = make_client()
     first = client.post("/v1/predict", json={"instances": sample(1)}).json()
@@ -215,8 +219,9 @@ def test_feedback_is_stored_with_its_prediction(make_client, tmp_path):
     bad = client.post("/v1/feedback", json={"request_id": request_id, "label": 7})
     assert bad.status_code == 422
     assert "expected a class id 0..2 or a class name" in bad.json()["detail"]
-    client.app.state.service.store.flush()
-    window = PredictionStore(f"sqlite:///{tmp_path / 'var' / 'predictions.db'}").read_window(10)
+    client.app.state.service.writer.flush()
+    with PredictionReader(f"sqlite:///{tmp_path / 'var' / 'predictions.db'}") as reader:
+        window = reader.window(10)
     assert list(window["request_id"]) == [request_id, f"{batch['request_id']}-0", named]
     assert window["label"].iloc[0] == 2.0 and window["label"].iloc[2] == 1.0
     assert np.isnan(window["label"].iloc[1])
@@ -285,7 +290,7 @@ def test_metric_buckets_are_cumulative_with_the_bound_inclusive():
 def test_request_ids_are_unique_and_time_ordered():
     import time
 
-    from serving.service import new_request_ids
+    from serving.answers import new_request_ids
 
     first = [request_id for _ in range(1000) for request_id in new_request_ids(2)]
     time.sleep(0.002)

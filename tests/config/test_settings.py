@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from pipeline.settings import Settings
+from config.settings import Settings
 
 
 @pytest.fixture(autouse=True)
@@ -78,16 +78,32 @@ def test_store_writer_is_a_process_by_default_and_checked(monkeypatch: pytest.Mo
         Settings()
 
 
-def test_apply_environment_points_tools_at_var(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # apply_environment writes os.environ: give it a copy so the rest of the session is untouched.
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))}
-    monkeypatch.setattr(os, "environ", environment)
+def test_apply_environment_points_libraries_at_var_but_not_mlflow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in [name for name in os.environ if name.startswith(("MLFLOW_", "PREFECT_"))]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")  # a value the user set wins
     settings = Settings(root=tmp_path)
 
     settings.apply_environment()
 
     assert (tmp_path / "var").is_dir()
-    assert os.environ["MLFLOW_TRACKING_URI"] == settings.resolved_tracking_uri
     assert os.environ["PREFECT_HOME"] == str(tmp_path.resolve() / "var" / "prefect")
-    assert os.environ["DO_NOT_TRACK"] == "1"
+    assert os.environ["DO_NOT_TRACK"] == "1" and os.environ["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"
     assert "PREFECT_API_URL" not in os.environ
+    # The MLflow store is passed down as a client (models.client), never through the environment.
+    assert "MLFLOW_TRACKING_URI" not in os.environ and "MLFLOW_REGISTRY_URI" not in os.environ
+
+
+def test_the_layout_follows_root_and_var(tmp_path: Path) -> None:
+    settings = Settings(root=tmp_path, var_dir=tmp_path / "state")
+    layout = settings.layout
+
+    assert layout.prepared_dir == tmp_path.resolve() / "data/prepared"
+    assert layout.train_record == tmp_path.resolve() / "artifacts/train.json"
+    assert layout.mlflow_db == tmp_path.resolve() / "state/mlflow.db"
+    assert settings.resolved_tracking_uri == f"sqlite:///{layout.mlflow_db}"
+    assert layout.relative(layout.test_predictions) == "reports/predictions_test.npz"
+    assert layout.relative(Path("/elsewhere/file")) == "/elsewhere/file"

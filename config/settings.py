@@ -1,7 +1,9 @@
 """Environment and secrets: one Settings object, read at the edge, that fails fast.
 
 Every value can be set by an environment variable prefixed ``LIFECYCLE_`` (``LIFECYCLE_TRACKING_URI``,
-``LIFECYCLE_STORE_URL``, ...). Defaults keep all runtime state under ``var/`` of the project root.
+``LIFECYCLE_STORE_URL``, ...). Defaults keep all runtime state under ``var/`` of the project root (see
+``config.layout``). Settings are read once where a process starts (the CLI, a DVC stage, a service worker, a
+flow run) and passed down; nothing below reads the environment.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from config.layout import PLAN_FILE, ProjectLayout
+
 _PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "apikey", "api-key", "xxx"}
 
 
@@ -21,7 +25,7 @@ class Settings(BaseSettings):
 
     # The project root: plan, dvc.yaml and var/ are found from here.
     root: Path = Field(default_factory=Path.cwd)
-    plan_path: Path = Path("plan.yaml")
+    plan_path: Path = PLAN_FILE
     var_dir: Path = Path("var")
 
     tracking_uri: str | None = None  # default sqlite:///<var>/mlflow.db
@@ -66,12 +70,13 @@ class Settings(BaseSettings):
         return self
 
     @property
-    def var(self) -> Path:
-        return self.var_dir
+    def layout(self) -> ProjectLayout:
+        """Every path of the project, from ``root`` and ``var_dir``."""
+        return ProjectLayout(self.root, self.var_dir)
 
     @property
     def resolved_tracking_uri(self) -> str:
-        return self.tracking_uri or f"sqlite:///{self.var_dir / 'mlflow.db'}"
+        return self.tracking_uri or f"sqlite:///{self.layout.mlflow_db}"
 
     @property
     def resolved_registry_uri(self) -> str:
@@ -79,37 +84,42 @@ class Settings(BaseSettings):
 
     @property
     def resolved_artifacts_dir(self) -> Path:
-        return self.artifacts_dir or self.var_dir / "mlartifacts"
+        return self.artifacts_dir or self.layout.mlflow_artifacts
 
     @property
     def resolved_prefect_home(self) -> Path:
-        return self.prefect_home or self.var_dir / "prefect"
+        return self.prefect_home or self.layout.prefect_home
 
     @property
     def resolved_store_url(self) -> str:
-        return self.store_url or f"sqlite:///{self.var_dir / 'predictions.db'}"
+        return self.store_url or f"sqlite:///{self.layout.predictions_db}"
 
-    @property
-    def reports_dir(self) -> Path:
-        return self.root / "reports"
+    def library_environment(self) -> dict[str, str]:
+        """What the libraries this process imports read from the environment: no telemetry (there is no
+        network), quiet logs, Keras on TensorFlow, Prefect's home and API. Values the environment already has
+        win, except Prefect's home and API, which follow these settings."""
+        defaults = {
+            "DO_NOT_TRACK": "1",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+            "MLFLOW_LOGGING_LEVEL": "WARNING",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY": "false",
+            "PREFECT_LOGGING_LEVEL": "WARNING",
+            # Prefect's 20 s default for starting the ephemeral server is too short on a busy 2-core machine.
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "KERAS_BACKEND": "tensorflow",
+        }
+        chosen = {name: os.environ.get(name, value) for name, value in defaults.items()}
+        chosen["PREFECT_HOME"] = str(self.resolved_prefect_home)
+        if self.prefect_api_url:
+            chosen["PREFECT_API_URL"] = self.prefect_api_url
+        return chosen
 
     def apply_environment(self) -> None:
-        """Point MLflow and Prefect at this project's state and switch telemetry off.
-
-        Called once at the edge (CLI, stage shell, app factory) before MLflow or Prefect is used.
-        """
+        """Export ``library_environment()`` and create ``var/``: once per process, where it starts (the CLI,
+        a stage's ``main``, a service worker, a flow run), before Prefect, MLflow or TensorFlow is imported.
+        The MLflow store is not in it: it is passed down as a client (``models.client``)."""
         self.var_dir.mkdir(parents=True, exist_ok=True)
-        os.environ["MLFLOW_TRACKING_URI"] = self.resolved_tracking_uri
-        os.environ["MLFLOW_REGISTRY_URI"] = self.resolved_registry_uri
-        os.environ.setdefault("DO_NOT_TRACK", "1")
-        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-        os.environ["PREFECT_HOME"] = str(self.resolved_prefect_home)
-        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-        os.environ.setdefault("PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY", "false")
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-        # Prefect's 20 s default for starting the ephemeral server is too short on a busy 2-core machine.
-        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-        if self.prefect_api_url:
-            os.environ["PREFECT_API_URL"] = self.prefect_api_url
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+        os.environ.update(self.library_environment())

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline.plan import Plan, PlanError, load_plan, parse_plan
+from config.plan import Plan, PlanError, load_plan, parse_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 
