@@ -31,6 +31,7 @@ RUN pip install --no-cache-dir "uv==0.13.9" \
     && uv pip install --system --no-cache -r requirements.lock
 
 COPY pyproject.toml README.md plan.yaml ./
+COPY config config
 COPY pipeline pipeline
 COPY data data
 COPY models models

@@ -27,7 +27,7 @@ test: install
 check: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy pipeline data models serving monitoring bench
+	$(BIN)/mypy config pipeline data models serving monitoring bench
 
 format: install
 	$(BIN)/ruff format .

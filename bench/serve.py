@@ -37,6 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from pipeline.processes import stop_process
+
 ROOT = Path(__file__).resolve().parents[1]
 CONCURRENCY = (1, 8, 32)
 
@@ -177,15 +179,6 @@ def start(command: list[str], environment: dict[str, str], ready_url: str, log: 
     raise RuntimeError(f"{command[:3]} not ready in 240 s: {log.read_text()[-2000:]}")
 
 
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 def run_wrk(url: str, body: str, concurrency: int, duration: int, folder: Path) -> dict:
     """requests/s, p50, p99 (ms) and non-2xx count from one ``wrk`` run."""
     script = folder / "post.lua"
@@ -323,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
         runs = {c: [_round(urls, c, args.duration, folder) for _ in range(args.rounds)] for c in CONCURRENCY}
     finally:
         for process in processes.values():
-            stop(process)
+            stop_process(process)
     with contextlib.redirect_stdout(sys.stderr):
         model_call = bench_model_call(instance)
     http = {

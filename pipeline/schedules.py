@@ -21,6 +21,7 @@ from typing import Any
 
 from config.plan import Plan
 from config.settings import Settings
+from pipeline.processes import stop_process
 
 log = logging.getLogger("lifecycle")
 
@@ -126,12 +127,7 @@ def local_server(settings: Settings, *, port: int | None = None) -> Iterator[str
         log.info("prefect server at %s (state in %s)", url, home)
         yield url
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_process(server)
 
 
 @contextlib.contextmanager

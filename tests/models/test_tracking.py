@@ -238,3 +238,25 @@ def test_lifecycle_ui_serves_the_run_and_the_registered_model(trained_version, m
     assert model.status_code == 200
     latest = model.json()["registered_model"]["latest_versions"]
     assert [(v["version"], v["run_id"]) for v in latest] == [(version.version, version.run_id)]
+
+
+def test_tracking_and_registry_use_the_client_never_mlflows_environment(
+    trained_version, tiny_plan, tiny_plan_path, tiny_splits, client, tmp_path, monkeypatch
+):
+    from models.registry import alias_version, move_alias, read_ledger, resolve_model
+
+    decoy = tmp_path / "decoy.db"  # where MLflow's own environment points: nothing may reach it
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{decoy}")
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", f"sqlite:///{decoy}")
+    _, result = trained_version
+
+    second = log_training_run(
+        tiny_plan, result, tiny_splits["train"].meta, client=client, plan_path=tiny_plan_path, root=tmp_path,
+        input_example=tiny_splits["train"].features[:2],
+    )  # fmt: skip
+    move_alias(client, "tiny-model", "champion", second.version, action="promote", reason="test")
+    resolved = resolve_model(client, "tiny-model", "champion", dst=tmp_path / "resolved")
+
+    assert resolved.version == second.version == "2" and resolved.sha256 == second.sha256
+    assert alias_version(client, "tiny-model") == "2" and len(read_ledger(client, "tiny-model")) == 1
+    assert not decoy.exists()
