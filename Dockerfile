@@ -8,7 +8,7 @@
 #
 # The image holds code and the pinned stack only: the model comes from the registry at start-up (hash-checked),
 # so one image serves every version. Artifacts must be reachable from the container (S3, or a mounted folder at
-# the same path as in the registry). PostgreSQL URLs need a driver: add psycopg to requirements.in and re-lock.
+# the same path as in the registry). The PostgreSQL driver (psycopg) is in the lock.
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -61,13 +61,13 @@ def fill_store(url: str, model, images: np.ndarray, n: int, seed: int) -> float:
     inputs = images[rng.integers(0, len(images), n)]  # in-distribution traffic
     outputs = predict_outputs(model, inputs, batch_size=1024)
     started = time.perf_counter()
-    store = PredictionWriter(url, queue_size=20_000)
+    writer = PredictionWriter(url, queue_size=20_000)
     records = [
         PredictionRecord(f"b{i}", "1", inputs[i], int(outputs[i].argmax()), float(outputs[i].max()))
         for i in range(n)
     ]
-    store.record_predictions(records)
-    store.close()
+    writer.record_predictions(records)
+    writer.close()
     return time.perf_counter() - started
 
 

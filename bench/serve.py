@@ -79,7 +79,7 @@ def scratch_registry(folder: Path) -> dict[str, str]:
                          plan.resources)  # fmt: skip
     client = tracking_client(settings)
     version = log_training_run(
-        plan, result, meta, client=client, plan_path=plan_path, root=folder, input_example=features[:3],
+        client, plan, result, meta, plan_path=plan_path, root=folder, input_example=features[:3],
         artifact_location=artifact_location(settings),
     )  # fmt: skip
     move_alias(

@@ -25,13 +25,6 @@ from config.policies import (
     SuccessSection,
 )
 from config.sections import (
-    ACTIVATIONS,
-    HIGHER_IS_BETTER,
-    KERAS_DATASETS,
-    LAYER_TYPES,
-    LOWER_IS_BETTER,
-    SKLEARN_DATASETS,
-    SOURCE_KINDS,
     DataSection,
     EarlyStoppingSection,
     LabelingSection,
@@ -48,13 +41,6 @@ from config.sections import (
 )
 
 __all__ = [
-    "ACTIVATIONS",
-    "HIGHER_IS_BETTER",
-    "KERAS_DATASETS",
-    "LAYER_TYPES",
-    "LOWER_IS_BETTER",
-    "SKLEARN_DATASETS",
-    "SOURCE_KINDS",
     "AlertSinkSection",
     "ChampionSection",
     "DataSection",

@@ -3,7 +3,7 @@
 Every value can be set by an environment variable prefixed ``LIFECYCLE_`` (``LIFECYCLE_TRACKING_URI``,
 ``LIFECYCLE_STORE_URL``, ...). Defaults keep all runtime state under ``var/`` of the project root (see
 ``config.layout``). Settings are read once where a process starts (the CLI, a DVC stage, a service worker, a
-flow run) and passed down; nothing below reads the environment.
+flow run) and passed down; the rooms below take what they need as arguments.
 """
 
 from __future__ import annotations

@@ -20,6 +20,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from config.layout import META_FILE
+
 UNLABELED = -1
 
 
@@ -81,14 +83,14 @@ class Dataset:
             path,
             {"features": self.features, "labels": self.labels, "sample_ids": self.sample_ids.astype(str)},
         )
-        (directory / "meta.json").write_text(self.meta.to_json() + "\n")
+        (directory / META_FILE).write_text(self.meta.to_json() + "\n")
         return path
 
     @classmethod
     def load(cls, directory: str | Path, name: str) -> Dataset:
         """Read ``<directory>/<name>.npz`` and ``<directory>/meta.json``."""
         directory = Path(directory)
-        meta = DatasetMeta.from_json((directory / "meta.json").read_text())
+        meta = DatasetMeta.from_json((directory / META_FILE).read_text())
         with np.load(directory / f"{name}.npz", allow_pickle=False) as arrays:
             return cls(
                 features=arrays["features"],
@@ -124,7 +126,7 @@ def load_stage_output(directory: Path, name: str, producer: str, shown_as: str) 
         MissingInputError: the npz or its meta.json is missing.
     """
     missing = [
-        f"{shown_as}/{file}" for file in (f"{name}.npz", "meta.json") if not (directory / file).is_file()
+        f"{shown_as}/{file}" for file in (f"{name}.npz", META_FILE) if not (directory / file).is_file()
     ]
     if missing:
         raise MissingInputError(

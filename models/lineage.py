@@ -10,7 +10,10 @@ from pathlib import Path
 
 import yaml
 
+from config.layout import DVC_LOCK
 from config.plan import Plan
+
+from .names import DATA_MD5_TAG
 
 LIBRARIES = ("tensorflow", "keras", "mlflow", "numpy")
 
@@ -31,7 +34,7 @@ def lineage_tags(plan: Plan, root: Path, accelerator: str) -> dict[str, str]:
     tags = {
         "git_commit": commit,
         "git_dirty": dirty,
-        "data_md5": json.dumps(dvc_data_hashes(root / "dvc.lock"), sort_keys=True),
+        DATA_MD5_TAG: json.dumps(dvc_data_hashes(root / DVC_LOCK), sort_keys=True),
         "plan_hash": plan.digest(),
         "accelerator": accelerator,
     }

@@ -50,11 +50,11 @@ class TrainedVersion:
 
 
 def log_training_run(
+    client: MlflowClient,
     plan: Plan,
     result: TrainResult,
     meta: DatasetMeta,
     *,
-    client: MlflowClient,
     plan_path: Path | None,
     root: Path,
     input_example: np.ndarray,
@@ -64,10 +64,10 @@ def log_training_run(
     """Log a finished training run to MLflow and register its model as a new version.
 
     Args:
+        client: the project's MLflow client (``models.client.tracking_client``).
         plan: the plan the model was trained from.
         result: what ``train_model`` returned (the model and its history).
         meta: the prepared dataset's meta, logged as ``dataset_meta.json``.
-        client: the project's MLflow client (``models.client.tracking_client``).
         plan_path: the plan file, logged as an artifact; None logs the validated plan as ``plan.yaml``.
         root: the project root: git and ``dvc.lock`` are read from here.
         input_example: a few raw input rows, stored with the model (and used for its signature).

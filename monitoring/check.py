@@ -2,8 +2,8 @@
 
 ``run_check``: resolve the champion, load its pinned reference, read the latest window of its predictions
 from the store, build the monitoring frames, ``detect_drift``, ``decide``, then act: report files + MLflow
-summary, alerts (deduplicated through the state file), a labeling queue when labels are missing, the
-feedback export when retraining is due. The retrain itself is the ``retrain`` flow's job.
+summary, alerts (deduplicated through the state file), a labeling queue when labels are missing. When
+retraining is due, the ``retrain`` flow exports the feedback (``export_store_feedback``) and retrains.
 """
 
 from __future__ import annotations

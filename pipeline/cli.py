@@ -177,6 +177,7 @@ def ui_command(
     import subprocess
 
     from models.tracking import ui_server_command
+    from pipeline.processes import stop_process
 
     settings = load_settings()
     settings.apply_environment()
@@ -190,12 +191,11 @@ def ui_command(
         port=port,
     )
     typer.echo(f"MLflow UI: http://127.0.0.1:{port}  store: {settings.resolved_tracking_uri}  (Ctrl-C stops)")
-    server = subprocess.Popen(command, cwd=settings.root)
+    server = subprocess.Popen(command, cwd=settings.root, start_new_session=True)
     try:
         raise typer.Exit(server.wait())
     except KeyboardInterrupt:
-        server.terminate()
-        server.wait(timeout=30)
+        stop_process(server, group=True)  # the server and the workers it started
 
 
 @app.command("promote")
@@ -366,12 +366,14 @@ def monitor_command(plan: PlanOption = None, as_json: JsonOption = False) -> Non
     show_progress(out)
     from models.registry import RegistryError
     from monitoring.reference import ReferenceError
-    from pipeline.flows import monitor
+    from pipeline.flows import NotViableError, StageError, monitor
 
     try:
         checked = monitor(plan_path=str(project.plan_path.resolve()))
     except (RegistryError, ReferenceError) as error:
         raise fail("monitor", error) from None
+    except (StageError, NotViableError) as error:  # the retraining it started failed
+        raise fail("monitor: retrain", error, 1) from None
     if as_json:
         typer.echo(json.dumps(checked.to_dict(), indent=2, default=str))
         return

@@ -27,6 +27,7 @@ from pipeline.viability import ViabilityReport, check_viability
 
 if TYPE_CHECKING:
     from monitoring.check import CheckOutcome
+    from serving.deploy import DeployCheck
 
 __all__ = ["StageError", "TransientStageError", "lifecycle", "monitor", "retrain"]
 
@@ -205,7 +206,7 @@ def gate_and_promote(plan: Plan, settings: Settings) -> GateSummary:
 
 
 @task(name="deploy-check", cache_policy=NO_CACHE)
-def deploy_check(plan: Plan, settings: Settings) -> Any:
+def deploy_check(plan: Plan, settings: Settings) -> DeployCheck:
     """The champion served in-process (the app `lifecycle serve` runs) answers one test-split sample."""
     from serving.deploy import check_deployment
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.dvc import StageResult
 from pipeline.outputs import OutputFile
 from pipeline.viability import ViabilityReport
+
+if TYPE_CHECKING:
+    from monitoring.check import CheckOutcome
+    from serving.deploy import DeployCheck
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,7 @@ class LifecycleSummary:
     stages: list[StageResult]
     seconds: float
     gate: GateSummary | None = None  # None when the run stopped before the gate
-    deploy: Any = None  # serving.deploy.DeployCheck, when the champion was served and answered
+    deploy: DeployCheck | None = None  # when the champion was served and answered a test sample
 
     @property
     def outputs(self) -> list[OutputFile]:
@@ -58,7 +62,7 @@ class RetrainSummary:
 class MonitorSummary:
     """One monitor check (``monitoring.check.CheckOutcome``) and the retraining it started, if any."""
 
-    check: Any  # monitoring.check.CheckOutcome
+    check: CheckOutcome
     retrain: RetrainSummary | None = None
 
     def to_dict(self) -> dict[str, Any]:

@@ -14,6 +14,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from config.layout import LABELED_DIR, PREPARED_DIR, RAW_DIR, SAMPLES, SPLITS, ProjectLayout
 from config.plan import Plan, PlanError, load_plan
 from config.settings import Settings
@@ -122,7 +124,7 @@ def train_stage(plan: Plan, settings: Settings) -> None:
     )
     plan_file = settings.plan_path if _is_plan_file(settings.plan_path, plan) else None
     trained = log_training_run(
-        plan, result, train.meta, client=tracking_client(settings), plan_path=plan_file, root=layout.root,
+        tracking_client(settings), plan, result, train.meta, plan_path=plan_file, root=layout.root,
         input_example=train.features[:5], artifact_location=artifact_location(settings),
         model_dst=layout.model_file,
     )  # fmt: skip
@@ -239,11 +241,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plan", default="plan.yaml", help="the plan file (default: plan.yaml)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
-    settings = Settings()
-    settings.apply_environment()
     try:
-        plan = load_plan(_resolve(args.plan, settings.root))
+        settings = Settings()
+        settings = settings.model_copy(update={"plan_path": _resolve(args.plan, settings.root)})
+        settings.apply_environment()
+        plan = load_plan(settings.plan_path)
         STAGES[args.stage](plan, settings)
+    except ValidationError as error:  # a LIFECYCLE_* setting
+        print(f"stage {args.stage} failed:\nsettings: {error}", file=sys.stderr)
+        return 2
     except EXPECTED_ERRORS as error:
         print(f"stage {args.stage} failed:\n{error}", file=sys.stderr)
         return 2

@@ -1,5 +1,5 @@
-"""The answer to a prediction request: request ids, one item per instance, the JSON body, and the record the
-store keeps of it. No web code and no I/O: the service calls ``answer`` once the model has run."""
+"""The answers to prediction requests: request ids, one item per instance, the JSON bodies, and the record
+the store keeps of them. No web code, no I/O: ``Service.answer`` calls ``answer_requests`` per model call."""
 
 from __future__ import annotations
 

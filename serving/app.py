@@ -109,7 +109,7 @@ def create_app(
             max_wait_ms=chosen.deploy.batch_wait_ms,
         )
         app.state.service = service
-        service.metrics.track_store(lambda: service.writer.pending)
+        service.metrics.track_store(service.writer)
         service.metrics.track_caller(service.caller)
         await service.reload()
         poller = asyncio.create_task(_poll(service, settings.poll_seconds))

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from serving.loop import after_passes
 from serving.predictor import ServedModel
 from serving.tuning import ALONE_AFTER, GATHER_PASSES, INLINE_MAX_INSTANCES, PROBE_EVERY
 
@@ -82,8 +83,9 @@ class ModelCaller:
         if model.backend == "onnx" and len(batch) <= INLINE_MAX_INSTANCES and not self.max_wait:
             self._inline += 1
             alone = self._lone_gathers >= ALONE_AFTER and self._inline % PROBE_EVERY
-            if self._gathered is None and alone:
-                self._answer_all(self._call_by_model([job]))  # nobody to share a call with lately
+            if self._gathered is None and alone:  # nobody to share a call with lately: answer now
+                self.jobs += 1
+                self._answer_all([self._call([job])])
             else:
                 self._gather(job, loop)
         else:
@@ -96,7 +98,7 @@ class ModelCaller:
     def _gather(self, job: Job, loop: asyncio.AbstractEventLoop) -> None:
         if self._gathered is None:
             self._gathered = []
-            _after_passes(loop, GATHER_PASSES, self._call_gathered)
+            after_passes(loop, GATHER_PASSES, self._call_gathered)
         self._gathered.append(job)
 
     def _call_gathered(self) -> None:
@@ -126,9 +128,8 @@ class ModelCaller:
 
     def _call_by_model(self, jobs: list[Job]) -> list[_Called]:
         """Call each model once for its jobs' rows, in chunks of at most ``max_rows`` (at least one job)."""
-        live = [job for job in jobs if not job.future.done()]  # a client that went away is not answered
         by_model: dict[int, list[Job]] = {}
-        for job in live:
+        for job in jobs:
             by_model.setdefault(id(job.model), []).append(job)
         called: list[_Called] = []
         for group in by_model.values():
@@ -140,7 +141,7 @@ class ModelCaller:
                     end += 1
                 called.append(self._call(group[start:end]))
                 start = end
-        self.jobs += len(live)
+        self.jobs += len(jobs)
         return called
 
     def _call(self, chunk: list[Job]) -> _Called:
@@ -191,11 +192,3 @@ class ModelCaller:
             alone += self._answers([job], batch[rows], outputs[rows])
             offset += len(job.batch)
         return alone
-
-
-def _after_passes(loop: asyncio.AbstractEventLoop, passes: int, callback: Callable[[], None]) -> None:
-    """Run ``callback`` ``passes`` passes of the event loop from now."""
-    if passes <= 1:
-        loop.call_soon(callback)
-    else:
-        loop.call_soon(_after_passes, loop, passes - 1, callback)

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from models.names import DATA_MD5_TAG, SHA256_TAG
 from serving.store.reader import PredictionReader
 
 
@@ -76,9 +77,9 @@ def trace_prediction(client: Any, request_id: str, store: PredictionReader) -> L
         raise LineageError(f"{name} v{version} or its run is not in the registry: {error.message}") from None
     tags = {**run.data.tags, **model_version.tags}
     try:
-        data_md5 = json.loads(tags.get("data_md5", "{}"))
+        data_md5 = json.loads(tags.get(DATA_MD5_TAG, "{}"))
     except json.JSONDecodeError:
-        data_md5 = {"(unparsed)": tags.get("data_md5", "")}
+        data_md5 = {"(unparsed)": tags.get(DATA_MD5_TAG, "")}
     predicted = found["predicted_class"] if found["predicted_class"] is not None else found["predicted_value"]
     return Lineage(
         request_id=request_id,
@@ -88,7 +89,7 @@ def trace_prediction(client: Any, request_id: str, store: PredictionReader) -> L
         label=found["label"],
         model_name=name,
         model_version=str(version),
-        model_sha256=tags.get("model_sha256", "unknown"),
+        model_sha256=tags.get(SHA256_TAG, "unknown"),
         run_id=run_id,
         experiment=experiment,
         run_name=run.info.run_name or "",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import bisect
 import math
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
@@ -35,6 +35,7 @@ class _RequestCounts:
         self.latency: dict[str, list[float]] = {}  # endpoint -> per-bucket counts (+Inf last), then the sum
         self.batch: list[float] = [0] * (len(_BATCH_BUCKETS) + 2)
         self.caller: Any = None  # the service's ModelCaller: its calls and the requests they answered
+        self.writer: Any = None  # the service's PredictionWriter: rows written and given up on
 
     def request(self, endpoint: str, status: str, seconds: float) -> None:
         with self._lock:
@@ -104,6 +105,15 @@ class _RequestCounts:
         histogram = HistogramMetricFamily("lifecycle_batch_size", "Instances per prediction request.")
         histogram.add_metric([], _cumulative(_BATCH_BUCKETS, batch), batch[-1])
         yield histogram
+        if self.writer is not None:  # rows the store wrote, and those it gave up on (each logged)
+            yield CounterMetricFamily(
+                "lifecycle_store_rows_written", "Prediction and feedback rows written to the store.",
+                value=self.writer.written,
+            )  # fmt: skip
+            yield CounterMetricFamily(
+                "lifecycle_store_rows_failed", "Rows the store refused or could not read (see the log).",
+                value=self.writer.failed,
+            )  # fmt: skip
         if self.caller is not None:  # requests answered / model calls = how much micro-batching shares
             yield CounterMetricFamily(
                 "lifecycle_model_calls", "Calls of the model (one may answer several requests).",
@@ -153,7 +163,7 @@ class ServiceMetrics:
     def observe_predictions(
         self, endpoint: str, version: str, sizes: list[int], seconds: list[float]
     ) -> None:
-        """Prediction requests answered together (one model call): per request its batch size and latency."""
+        """Prediction requests recorded together (one event-loop pass): each one's batch size and latency."""
         self.counts.predictions_answered(endpoint, version, sizes, seconds)
 
     def observe_error(self, endpoint: str, status: int, kind: str) -> None:
@@ -168,8 +178,10 @@ class ServiceMetrics:
         """Export ``caller.calls`` and ``caller.jobs`` (a ``serving.batcher.ModelCaller``)."""
         self.counts.caller = caller
 
-    def track_store(self, pending: Callable[[], int]) -> None:
-        self.store_pending.set_function(pending)
+    def track_store(self, writer: Any) -> None:
+        """Export the store's queue, the rows it wrote and those it gave up on (a ``PredictionWriter``)."""
+        self.store_pending.set_function(lambda: writer.pending)
+        self.counts.writer = writer
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

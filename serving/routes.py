@@ -134,7 +134,7 @@ def prediction_response(content: bytes, version: str) -> Response:
 async def feedback(body: FeedbackRequest, service: ServiceDep) -> FeedbackResponse:
     """Store the true label of an answered prediction (ground truth arriving later), for monitoring."""
     started = time.perf_counter()
-    label = await service.run(service.feedback, body.request_id, body.label)
+    label = await service.feedback(body.request_id, body.label)
     service.metrics.observe_request("/v1/feedback", 200, time.perf_counter() - started)
     return FeedbackResponse(request_id=body.request_id, label=label, stored=True)
 
@@ -186,7 +186,7 @@ async def model_info(service: ServiceDep) -> ModelInfo:
 @router.get("/metrics", tags=["status"], response_class=Response)
 async def metrics(service: ServiceDep) -> Response:
     """Prometheus metrics: requests, latency, batch sizes, errors, reloads, the served version."""
-    return Response(service.metrics.render(), media_type=CONTENT_TYPE)
+    return Response(service.metrics_text(), media_type=CONTENT_TYPE)
 
 
 @router.post("/v1/admin/reload", response_model=ReloadResponse, dependencies=[Admin], tags=["admin"])

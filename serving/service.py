@@ -92,15 +92,12 @@ class Service:
     async def predict_instances(self, instances: Any, model: ServedModel, started: float) -> bytes:
         """Validate JSON instances, predict, record; returns the response body."""
         batch = self.predictor.validate(instances, model)
-        return await self._predict("/v1/predict", model, batch, started)
+        return await self.caller.call(model, batch, Request("/v1/predict", started))
 
     async def predict_images(self, files: list[bytes], model: ServedModel, started: float) -> bytes:
         """Decode uploaded images exactly as training did (on a worker thread), then predict."""
         batch = await self.run(self._decode_images, files, model)
-        return await self._predict("/v1/predict/image", model, batch, started)
-
-    async def _predict(self, endpoint: str, model: ServedModel, batch: np.ndarray, started: float) -> bytes:
-        return await self.caller.call(model, batch, Request(endpoint, started))
+        return await self.caller.call(model, batch, Request("/v1/predict/image", started))
 
     def answer(
         self, model: ServedModel, jobs: list[Job], batch: np.ndarray, outputs: np.ndarray
@@ -135,14 +132,23 @@ class Service:
 
     # --- feedback ------------------------------------------------------------------------------------------
 
-    def feedback(self, request_id: str, label: int | float | str) -> float:
-        """Check and store a true label for an answered prediction; returns the label as stored. Blocks (the
-        prediction may still be on its way to the store): call it on a worker thread.
+    async def feedback(self, request_id: str, label: int | float | str) -> float:
+        """Check and store a true label for an answered prediction; returns the label as stored.
 
         Raises:
             InputError: unknown request id (404) or a label the model can't have (422).
         """
-        self.writer.flush()  # every prediction answered so far is in the store
+        self.recorder.record_pending()  # what this service answered is on its way to the store
+        return float(await self.run(self._store_feedback, request_id, label))
+
+    def metrics_text(self) -> bytes:
+        """The Prometheus text, counting every prediction answered so far."""
+        self.recorder.record_pending()
+        return self.metrics.render()
+
+    def _store_feedback(self, request_id: str, label: int | float | str) -> float:
+        if self.reader.find(request_id) is None:
+            self.writer.flush()  # it may have been answered a moment ago: everything answered is in the store
         if self.reader.find(request_id) is None:
             raise InputError(
                 f"request_id {request_id!r}: no such prediction; expected the request_id of a prediction "
@@ -155,9 +161,9 @@ class Service:
         return value
 
     def close(self) -> None:
-        self.recorder.record_pending()
         self.reload_executor.shutdown(wait=True, cancel_futures=True)
-        self.caller.close()
+        self.caller.close()  # uvicorn has answered every request by now: no answer is on its way
+        self.recorder.record_pending()
         self.executor.shutdown(wait=True)
         self.writer.close()  # writes every queued record
         self.reader.close()

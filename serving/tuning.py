@@ -14,8 +14,9 @@ Kept, with their figures (requests/s, trick on over off, median of alternating r
   finds nobody: 1.16x at concurrency 1 (0.80 -> 0.93 of the previous service) (``serving.batcher``).
 - One answer step per model call (ids drawn together, one pass over the outputs, one store record, one metrics
   update): 1.13x at concurrency 8, 1.09x at 32 (``serving.batcher``, ``serving.answers.answer_requests``).
-- Records of one event-loop pass stored together, one pass later (``serving.recorder``): 1.16x at
-  concurrency 8, 1.23x at 32, over a record per request before its response.
+- ``RECORD_PASSES``: the records of one event-loop pass stored together, two passes later, once their
+  responses went out (``serving.recorder``): 1.16x at concurrency 8, 1.23x at 32, over a record per request
+  before its response.
 - The store's writer in its own process (``LIFECYCLE_STORE_WRITER=process``, ``serving.store.process``):
   its SQL never holds the service's GIL; 1.13-1.24x at concurrency 8, 1.09x at 1 and 32.
 - ``WRITER_NICE``: the store's writer thread (and process) below the event loop's priority: 1.12x at
@@ -30,6 +31,7 @@ Kept, with their figures (requests/s, trick on over off, median of alternating r
 
 INLINE_MAX_INSTANCES = 16  # a batch this small, on ONNX Runtime, is called on the event loop
 GATHER_PASSES = 2  # event-loop passes a gather stays open
+RECORD_PASSES = 2  # event-loop passes between an answer step and its record: after the responses went out
 ALONE_AFTER = 8  # gathers in a row that found one request: then answer small requests at once...
 PROBE_EVERY = 32  # ...except every 32nd, which gathers again to notice concurrent clients returning
 WRITER_NICE = 15  # the store's writer thread and process run this much below the service

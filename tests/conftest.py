@@ -100,10 +100,10 @@ def registry_env(tmp_path_factory: pytest.TempPathFactory, serving_meta: Dataset
             plan.resources,
         )
         trained = log_training_run(
+            client,
             plan,
             result,
             serving_meta,
-            client=client,
             plan_path=plan_path,
             root=root,
             input_example=train.features[:3],

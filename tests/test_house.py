@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FLOORS = ("config", "data", "models", "serving", "monitoring", "pipeline")
 
 
-def imports_of(path: Path, package: str) -> set[str]:
+def imports_of(path: Path) -> set[str]:
     """The project modules ``path`` imports (absolute names; relative imports resolved)."""
     module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
     here = module if path.name == "__init__.py" else module.rpartition(".")[0]
@@ -42,7 +42,7 @@ def module_graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
     for module, path in files.items():
         targets = set()
-        for name in imports_of(path, module.split(".")[0]):
+        for name in imports_of(path):
             while name and name not in files:
                 name = name.rpartition(".")[0]
             if name and name != module:

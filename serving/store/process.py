@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 from serving.tuning import PIPE_BYTES
 
@@ -29,6 +30,9 @@ log = logging.getLogger("lifecycle.serving.store")
 FRAME = struct.Struct("<QI")  # a batch: sequence number, payload length
 CONFIRMATION = struct.Struct("<QQQ")  # the child's reply per batch: sequence number, rows written, given up
 _RESTART_PAUSE = 1.0  # seconds between restarts of a child that keeps dying
+_MOST_FAILED_STARTS = 5  # children in a row that died before confirming anything: the writer gives up
+# The package root this process imports ``serving`` from: the child runs the same code (``python -m``).
+_CODE_ROOT = Path(__file__).resolve().parents[2]
 
 
 class ProcessTransport:
@@ -37,6 +41,8 @@ class ProcessTransport:
     Args:
         url: the store's SQLAlchemy URL, which the child opens.
     """
+
+    process: subprocess.Popen[bytes]  # the writer process now (a new one after each restart)
 
     def __init__(self, url: str):
         self.url = url
@@ -50,6 +56,7 @@ class ProcessTransport:
         self._confirmed = 0
         self._closing = False
         self._started_at = 0.0
+        self._failed_starts = 0  # children in a row that died before their first confirmation
         self._start()
 
     @property
@@ -100,6 +107,11 @@ class ProcessTransport:
             self._closing = False  # it died before confirming everything: again, with a new one
 
     def _start(self) -> None:
+        if self._failed_starts >= _MOST_FAILED_STARTS:
+            raise RuntimeError(
+                f"the prediction store's writer process died {self._failed_starts} times in a row before "
+                f"writing anything (last exit {self.process.returncode}); its log is the service's stderr"
+            )
         pause = self._started_at + _RESTART_PAUSE - time.monotonic()
         if pause > 0:
             time.sleep(pause)
@@ -128,6 +140,7 @@ class ProcessTransport:
             os.close(confirmations_out)
         self._out = frames_out
         self._dead = False
+        self._confirmed_since_start = False
         self._reader = threading.Thread(
             target=self._read_confirmations,
             args=(confirmations_in,),
@@ -144,6 +157,7 @@ class ProcessTransport:
     def _restart(self) -> None:
         with self._lock:
             frames = [frame for _, frame in self._unconfirmed]
+            self._failed_starts = 0 if self._confirmed_since_start else self._failed_starts + 1
         log.error(
             "prediction store: the writer process stopped (exit %s); starting another, resending %d batches",
             self.process.poll(), len(frames),
@@ -172,6 +186,7 @@ class ProcessTransport:
                     self.written += written
                     self.failed += failed
                     self._confirmed = sequence
+                    self._confirmed_since_start = True
                     while self._unconfirmed and self._unconfirmed[0][0] <= sequence:
                         self._unconfirmed.popleft()
                     done = [marker for seq, marker in self._markers if seq <= sequence]

@@ -19,7 +19,17 @@ from serving.store.schema import feedback_table, open_engine, predictions_table
 if TYPE_CHECKING:
     import pandas as pd
 
-WINDOW_COLUMNS = ["request_id", "created_at", "model_version", "features", "predicted", "confidence", "label"]
+# The columns of ``window`` and ``labeled``, in order.
+WINDOW_COLUMNS = [
+    "request_id",
+    "created_at",
+    "model_version",
+    "features",
+    "predicted",
+    "confidence",
+    "label",
+    "latency_ms",
+]
 _IN_LIST = 500  # request ids per IN (...) query
 
 

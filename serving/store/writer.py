@@ -127,16 +127,6 @@ class PredictionWriter:
         """Queue the true label of a prediction (ground truth that arrived later)."""
         self.put(encode_feedback(request_id, float(label)))
 
-    def offer(self, entry: bytes) -> bool:
-        """Queue one encoded entry if there is room now; False when the queue is full (nothing queued)."""
-        if self._closed:
-            raise RuntimeError("Expected an open PredictionWriter. Received: a record after close().")
-        try:
-            self._queue.put_nowait(entry)
-        except queue.Full:
-            return False
-        return True
-
     def put(self, entry: bytes) -> None:
         """Queue one encoded entry; blocks while the queue is full (the service slows, nothing is dropped)."""
         if self._closed:
@@ -192,15 +182,18 @@ class PredictionWriter:
         if self._closed:
             return
         self._closed = True
-        self._queue.put(_CLOSE)
-        self._thread.join()
+        if (
+            self._thread.is_alive()
+        ):  # it stops itself only on an error it logged (a writer process that can't run)
+            self._queue.put(_CLOSE)
+            self._thread.join()
 
     def _write_loop(self) -> None:
         _lower_this_threads_priority()
         closing = False
         while not closing:
             batch = [self._queue.get()]
-            if len(batch) < BATCH_ENTRIES and batch[0] is not _CLOSE:
+            if isinstance(batch[0], bytes):  # a record: let the batch gather (not for a flush or close)
                 time.sleep(LINGER_SECONDS)
             while len(batch) < BATCH_ENTRIES:
                 try:

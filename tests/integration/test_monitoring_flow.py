@@ -124,9 +124,8 @@ def project(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver, prefec
     plan = parse_plan(raw)
     client = tracking_client(settings)
     trained = log_training_run(
-        plan, TrainResult(model, {}, 4, "epochs", 0.0, "cpu"), META, client=client,
-        plan_path=root / "plan.yaml", root=root, input_example=images[:2],
-        artifact_location=artifact_location(settings),
+        client, plan, TrainResult(model, {}, 4, "epochs", 0.0, "cpu"), META, plan_path=root / "plan.yaml",
+        root=root, input_example=images[:2], artifact_location=artifact_location(settings),
     )  # fmt: skip
     promote(client, "monitor-model", trained.version, None, reason="test champion", force=True)
     yield settings, model, images, labels
@@ -140,8 +139,8 @@ def send_traffic(settings, model, images: np.ndarray, labels: np.ndarray | None,
     from serving.store.writer import PredictionWriter
 
     probabilities = np.asarray(model(images, training=False))
-    store = PredictionWriter(settings.resolved_store_url)
-    store.record_predictions(
+    writer = PredictionWriter(settings.resolved_store_url)
+    writer.record_predictions(
         [
             PredictionRecord(
                 f"{tag}-{i}", "1", x, int(p.argmax()), float(p.max()), model_name="monitor-model"
@@ -151,8 +150,8 @@ def send_traffic(settings, model, images: np.ndarray, labels: np.ndarray | None,
     )
     if labels is not None:
         for i, label in enumerate(labels):
-            store.record_feedback(f"{tag}-{i}", int(label))
-    store.close()
+            writer.record_feedback(f"{tag}-{i}", int(label))
+    writer.close()
 
 
 def alert_lines(settings) -> list[dict]:

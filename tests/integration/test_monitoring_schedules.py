@@ -8,14 +8,13 @@ import pytest
 
 from config.plan import parse_plan
 from config.settings import Settings
+from tests.support import schema_plan
 
-PLAN = {
-    "project": {"name": "sched-project", "goal": "tests"},
-    "data": {"source": "sklearn:digits"},
-    "model": {"layers": [{"type": "Flatten"}, {"type": "Dense", "units": 10, "activation": "softmax"}]},
-    "deploy": {"model_name": "sched-model"},
-    "monitoring": {"schedule": {"monitor_every_minutes": 7, "retrain_cron": "30 2 * * 1"}},
-}
+PLAN = schema_plan(
+    "sched-project",
+    "sched-model",
+    monitoring={"schedule": {"monitor_every_minutes": 7, "retrain_cron": "30 2 * * 1"}},
+)
 
 
 @pytest.mark.integration

@@ -58,7 +58,7 @@ def register(settings: Settings, splits: dict[str, Dataset], result) -> str:
 
     plan = parse_plan(PLAN)
     version = log_training_run(
-        plan, result, META, client=tracking_client(settings), plan_path=settings.root / "plan.yaml",
+        tracking_client(settings), plan, result, META, plan_path=settings.root / "plan.yaml",
         root=settings.root, input_example=splits["train"].features[:2],
         artifact_location=artifact_location(settings),
     )  # fmt: skip

@@ -89,10 +89,10 @@ def trained_version(
         tiny_plan.resources,
     )
     version = log_training_run(
+        client,
         tiny_plan,
         result,
         meta,
-        client=client,
         plan_path=tiny_plan_path,
         root=tmp_path,
         input_example=tiny_splits["train"].features[:3],

@@ -113,10 +113,10 @@ def test_epoch_metrics_go_in_one_batch_and_each_run_adds_a_version(
 
     monkeypatch.setattr(mlflow.MlflowClient, "log_batch", counting_log_batch)
     second = log_training_run(
+        client,
         tiny_plan,
         result,
         tiny_splits["train"].meta,
-        client=client,
         plan_path=tiny_plan_path,
         root=tmp_path,
         input_example=tiny_splits["train"].features[:2],
@@ -251,7 +251,7 @@ def test_tracking_and_registry_use_the_client_never_mlflows_environment(
     _, result = trained_version
 
     second = log_training_run(
-        tiny_plan, result, tiny_splits["train"].meta, client=client, plan_path=tiny_plan_path, root=tmp_path,
+        client, tiny_plan, result, tiny_splits["train"].meta, plan_path=tiny_plan_path, root=tmp_path,
         input_example=tiny_splits["train"].features[:2],
     )  # fmt: skip
     move_alias(client, "tiny-model", "champion", second.version, action="promote", reason="test")

@@ -9,14 +9,13 @@ from config.settings import Settings
 from monitoring.policy import PolicyState
 from monitoring.state import MonitorState, save_state
 from pipeline.schedules import monitoring_status, next_runs
+from tests.support import schema_plan
 
-PLAN = {
-    "project": {"name": "status-project", "goal": "tests"},
-    "data": {"source": "sklearn:digits"},
-    "model": {"layers": [{"type": "Flatten"}, {"type": "Dense", "units": 10, "activation": "softmax"}]},
-    "deploy": {"model_name": "status-model"},
-    "monitoring": {"schedule": {"monitor_every_minutes": 15, "retrain_cron": "0 3 * * 1"}},
-}
+PLAN = schema_plan(
+    "status-project",
+    "status-model",
+    monitoring={"schedule": {"monitor_every_minutes": 15, "retrain_cron": "0 3 * * 1"}},
+)
 NOW = datetime(2026, 11, 23, 13, 0, tzinfo=UTC)  # a Monday
 
 

@@ -72,7 +72,7 @@ def test_upload_answers_exactly_as_the_training_loader_would(
     online = np.array([item["probabilities"] for item in response.json()["predictions"]])
     offline = keras.ops.convert_to_numpy(model(dataset.features[:4], training=False))
     np.testing.assert_allclose(online, offline, atol=1e-5)
-    client.get("/health")  # a request that follows the answer, as a reader's would
+    client.get("/metrics")  # the service's own read of what it answered: the records are handed on first
     client.app.state.service.writer.flush()
     with PredictionReader(f"sqlite:///{tmp_path / 'var' / 'predictions.db'}") as reader:
         stored = reader.window(10)

@@ -61,7 +61,7 @@ def test_requests_answered_together_each_get_their_own_answer_record_and_count(m
     bodies = [json.loads(content) for content in answers]
     assert [len(body["predictions"]) for body in bodies] == [1, 1, 1, 1, 1, 2]
     assert len({body["request_id"] for body in bodies + alone}) == 12
-    client.get("/health")  # a request that follows the answers, as a reader's would
+    client.get("/metrics")  # the service's own read of what it answered: the records are handed on first
     service.writer.flush()
     for body, single, rows in zip(bodies, alone, instances, strict=True):
         predictions = body["predictions"]
@@ -90,23 +90,28 @@ def predicted_count(service) -> float:
     return 0.0
 
 
-def test_predictions_are_recorded_one_loop_pass_later_before_any_later_request(make_client):
+def test_predictions_are_recorded_after_their_responses_and_found_by_the_next_request(make_client):
     client = make_client()
     service = client.app.state.service
 
     async def scenario():
         model = service.model()
         answers = [await service.predict_instances(sample(1), model, time.perf_counter()) for _ in range(12)]
-        at_answer = predicted_count(
-            service
-        )  # the last one answered at once (a lone client): not yet recorded
-        await asyncio.sleep(0)  # a loop pass later: recorded, before anything read after the answer
+        at_answer = predicted_count(service)  # the lone client's last answers: not recorded yet
+        await asyncio.sleep(0)  # the answered requests' responses go out
+        await asyncio.sleep(0)  # then their records
         return [json.loads(content)["request_id"] for content in answers], at_answer, predicted_count(service)
 
     request_ids, at_answer, after = client.portal.call(scenario)
     assert at_answer < 12.0 and after == 12.0
     for request_id in request_ids:  # each looked up right after its answer: found
         assert client.post("/v1/feedback", json={"request_id": request_id, "label": 1}).status_code == 200
+
+    async def answered_then_looked_up():  # in the same loop pass: the lookup hands the record on first
+        content = await service.predict_instances(sample(1), service.model(), time.perf_counter())
+        return await service.feedback(json.loads(content)["request_id"], 2)
+
+    assert client.portal.call(answered_then_looked_up) == 2.0
 
 
 EIGHT = [1.0] * 8
@@ -267,6 +272,11 @@ def test_metrics_count_requests_errors_batches_and_version(make_client):
     assert 'lifecycle_predictions_total{version="1"} 3.0' in text
     assert "lifecycle_request_latency_seconds_bucket" in text
     assert "lifecycle_model_calls_total 1.0" in text and "lifecycle_model_call_requests_total 1.0" in text
+    client.app.state.service.writer.flush()
+    text = client.get("/metrics").text
+    assert (
+        "lifecycle_store_rows_written_total 3.0" in text and "lifecycle_store_rows_failed_total 0.0" in text
+    )
 
 
 def test_metric_buckets_are_cumulative_with_the_bound_inclusive():
